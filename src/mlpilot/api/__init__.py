@@ -1,0 +1,27 @@
+"""The control-plane REST API (FastAPI; OpenAPI at ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from mlpilot import __version__
+from mlpilot.api import artifacts, deployments, events
+from mlpilot.api.errors import install_error_handlers
+from mlpilot.app import Platform
+
+
+def create_api(platform: Platform) -> FastAPI:
+    """A FastAPI app serving the control API of ``platform``."""
+    app = FastAPI(
+        title="mlpilot control API",
+        version=__version__,
+        description="Registry, deployments and events of mlpilot. Every route declares its scope in x-mlpilot-scope.",
+    )
+    app.state.platform = platform
+    install_error_handlers(app)
+    for module in (artifacts, deployments, events):
+        app.include_router(module.router)
+    return app
+
+
+__all__ = ["create_api"]

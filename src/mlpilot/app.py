@@ -1,0 +1,66 @@
+"""The composition root: the one place that chooses adapters from settings and wires them together.
+
+Nothing else constructs stores, blob stores or services; everything receives what it needs through its
+constructor. Importing this module has no side effects.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mlpilot.blobs import BlobStore
+from mlpilot.clock import Clock, SystemClock
+from mlpilot.deployments import Deployments
+from mlpilot.registry import Registry
+from mlpilot.settings import Settings
+from mlpilot.store import Store
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+@dataclass
+class Platform:
+    """The wired control plane of one mlpilot home."""
+
+    settings: Settings
+    clock: Clock
+    store: Store
+    blobs: BlobStore
+    registry: Registry
+    deployments: Deployments
+
+    @property
+    def default_actor(self) -> str:
+        return self.settings.actor or _os_user()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user database entry (containers): still record something
+        return "unknown"
+
+
+def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool = True) -> Platform:
+    """Wire a platform from settings (creating the home directory and migrating the store by default)."""
+    clock = clock or SystemClock()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = Store.from_url(settings.store_url(), clock, settings.store.busy_timeout_s)
+    if migrate:
+        store.migrate()
+    blobs = BlobStore(settings.artifact_root(), max_bytes=settings.artifacts.max_upload_bytes)
+    registry = Registry(store, blobs, tmp_dir=settings.home / "tmp")
+    return Platform(settings, clock, store, blobs, registry, Deployments(store))
+
+
+def build_api(platform: Platform) -> FastAPI:
+    """The control-plane REST API for ``platform``."""
+    from mlpilot.api import create_api
+
+    return create_api(platform)

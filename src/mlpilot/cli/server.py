@@ -1,0 +1,50 @@
+"""``mlpilot up`` (the server) and ``mlpilot demo`` (the guided tour)."""
+
+from __future__ import annotations
+
+import typer
+
+from mlpilot.cli.context import CliContext
+from mlpilot.cli.output import console
+
+
+def up_command(
+    ctx: typer.Context,
+    host: str = typer.Option(None, "--host", help="bind address (default 127.0.0.1)"),
+    port: int = typer.Option(None, "--port", help="port (default 8000)"),
+) -> None:
+    """Run the server in the foreground: control API (and, as they land, data plane and dashboard)."""
+    from mlpilot.server import serve
+
+    obj: CliContext = ctx.obj
+    settings = obj.settings()
+    if host:
+        settings.server.host = host
+    if port:
+        settings.server.port = port
+    serve(settings)
+
+
+def demo_command(
+    ctx: typer.Context,
+    exit_after: bool = typer.Option(False, "--exit", help="end after the tour instead of serving"),
+    port: int = typer.Option(None, "--port", help="port to serve on after the tour (default 8000)"),
+) -> None:
+    """The guided tour: train, register, deploy — then serve until Ctrl-C (or stop with --exit)."""
+    from mlpilot.demo import run_tour
+    from mlpilot.server import serve
+
+    obj: CliContext = ctx.obj
+    settings = obj.settings()
+    if port:
+        settings.server.port = port
+    run_tour(settings, console)
+    if exit_after:
+        console.print("\n[green]tour finished[/green] (--exit): not serving.")
+        return
+    serve(settings)
+
+
+def install(app: typer.Typer) -> None:
+    app.command("up")(up_command)
+    app.command("demo")(demo_command)

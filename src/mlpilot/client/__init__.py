@@ -1,0 +1,5 @@
+"""The Python SDK."""
+
+from mlpilot.client.client import Client
+
+__all__ = ["Client"]

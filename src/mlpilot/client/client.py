@@ -1,0 +1,322 @@
+"""``mlpilot.Client``: the Python SDK, embedded (a home directory, no server) or remote (``url=``).
+
+Both modes build the same HTTP requests and parse the same responses; embedded mode routes them in-process to
+the control API of a platform it wires itself (see :mod:`mlpilot.client.transport`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+
+from mlpilot.blobs import BlobStore
+from mlpilot.errors import IntegrityError, InvalidArgument, MlpilotError, NotFound, Unavailable, error_from_dict
+from mlpilot.flavors import flavor_for_object, get_flavor
+from mlpilot.flavors.base import LoadedModel
+from mlpilot.records import (
+    Alias,
+    Artifact,
+    ArtifactKind,
+    ArtifactRef,
+    ArtifactVersion,
+    Deployment,
+    DeploymentSpec,
+    Event,
+    RuntimeOptions,
+)
+from mlpilot.registry.datasets import sample_to_bytes, to_parquet_bytes
+from mlpilot.settings import Settings
+
+API = "/api/v1"
+
+
+class Client:
+    """The mlpilot SDK.
+
+    Args:
+        url: a server's base URL (``http://host:8000``); default ``MLPILOT_URL``, else embedded mode.
+        home: embedded mode's home directory (default ``MLPILOT_HOME`` or ``./.mlpilot``).
+        settings: full settings for embedded mode (overrides ``home``).
+        actor: recorded as the actor of every change (default: settings/OS user).
+        timeout: seconds per HTTP request in remote mode.
+
+    Raises (from every method): the :mod:`mlpilot.errors` class the server chose (``NotFound``, ``Conflict`` …);
+    ``Unavailable`` when a remote server cannot be reached.
+    """
+
+    def __init__(self, url: str | None = None, *, home: str | Path | None = None, settings: Settings | None = None,
+                 actor: str | None = None, timeout: float = 60.0) -> None:
+        url = url or (os.environ.get("MLPILOT_URL") if home is None and settings is None else None)
+        headers = {"x-mlpilot-actor": actor} if actor else {}
+        self._platform: Any = None
+        if url:
+            self.url: str | None = url.rstrip("/")
+            self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+            self._cache = BlobStore(Path(os.environ.get("MLPILOT_CACHE", Path.home() / ".cache" / "mlpilot")))
+        else:
+            from mlpilot.app import build_api, build_platform
+            from mlpilot.client.transport import InProcessTransport
+
+            if settings is None:
+                settings = Settings(home=Path(home)) if home is not None else Settings()
+            self.url = None
+            self._platform = build_platform(settings)
+            transport = InProcessTransport(build_api(self._platform))
+            self._http = httpx.Client(base_url="http://embedded", transport=transport, timeout=None,
+                                      headers=headers)
+            self._cache = BlobStore(settings.home / "cache")
+
+    # ------------------------------------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        self._http.close()
+        if self._platform is not None:
+            self._platform.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, API + path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"cannot reach the mlpilot server at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"error": response.text[:500] or f"HTTP {response.status_code}"}
+            raise error_from_dict(body if isinstance(body, dict) else {"error": str(body)}, response.status_code)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._call(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    # ------------------------------------------------------------------------------------------ registry
+
+    def register_model(
+        self,
+        name: str,
+        model: Any,
+        *,
+        flavor: str | None = None,
+        sample: Any = None,
+        signature: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        parents: Sequence[str] = (),
+    ) -> ArtifactVersion:
+        """Register a model — a file path or an in-memory model object — as the next version of ``name``.
+
+        Args:
+            model: a path to a model file, or a fitted model object (scikit-learn, XGBoost, LightGBM, an ONNX
+                ``ModelProto``, or any object with ``predict``).
+            flavor: force a flavor instead of detecting it.
+            sample: example inputs (DataFrame, array, or a path to CSV/Parquet/JSON/.npy) to infer the signature.
+            signature: explicit signature ``{"inputs": [{"name", "datatype", "shape"}], "outputs": [...]}``.
+            parents: lineage references ``NAME:VERSION`` (e.g. the training dataset).
+
+        Returns:
+            The new :class:`~mlpilot.records.ArtifactVersion`.
+        """
+        data: dict[str, Any] = {"kind": "model"}
+        if isinstance(model, (str, Path)):
+            path = Path(model)
+            if not path.is_file():
+                raise InvalidArgument(f"model file {str(path)!r} does not exist")
+            files: dict[str, Any] = {"file": (path.name, path.read_bytes())}
+            if flavor:
+                data["flavor"] = flavor
+        else:
+            flv = get_flavor(flavor) if flavor else flavor_for_object(model)
+            ser = flv.serialize(model)
+            files = {"file": (ser.filename, ser.data)}
+            data.update(flavor=flv.name, flavor_metadata=json.dumps(dict(ser.metadata)))
+        if sample is not None:
+            if isinstance(sample, (str, Path)):
+                files["sample"] = (Path(sample).name, Path(sample).read_bytes())
+            else:
+                files["sample"] = tuple(reversed(sample_to_bytes(sample)))
+        self._add_common(data, metadata, tags, parents)
+        if signature is not None:
+            data["signature"] = json.dumps(dict(signature))
+        return ArtifactVersion.model_validate(self._json("POST", f"/artifacts/{name}/versions", data=data,
+                                                         files=files))
+
+    @staticmethod
+    def _add_common(data: dict[str, Any], metadata: Mapping[str, Any] | None, tags: Mapping[str, str] | None,
+                    parents: Sequence[str]) -> None:
+        if metadata:
+            data["metadata"] = json.dumps(dict(metadata))
+        if tags:
+            data["tags"] = json.dumps(dict(tags))
+        if parents:
+            data["parents"] = json.dumps(list(parents))
+
+    def register_dataset(self, name: str, data: pd.DataFrame | str | Path, *, bind_to: str | None = None,
+                         role: str = "reference", metadata: Mapping[str, Any] | None = None,
+                         tags: Mapping[str, str] | None = None, parents: Sequence[str] = ()) -> ArtifactVersion:
+        """Register a table (DataFrame or CSV/Parquet/JSON file) as a dataset; ``bind_to`` a model version makes
+        it that model's ``role`` dataset (``reference``: the default drift reference)."""
+        if isinstance(data, pd.DataFrame):
+            files = {"file": ("data.parquet", to_parquet_bytes(data))}
+        else:
+            path = Path(data)
+            if not path.is_file():
+                raise InvalidArgument(f"dataset file {str(path)!r} does not exist")
+            files = {"file": (path.name, path.read_bytes())}
+        form: dict[str, Any] = {"kind": "dataset", "role": role}
+        if bind_to:
+            form["bind_to"] = bind_to
+        self._add_common(form, metadata, tags, parents)
+        return ArtifactVersion.model_validate(self._json("POST", f"/artifacts/{name}/versions", data=form,
+                                                         files=files))
+
+    def register_artifact(self, name: str, kind: ArtifactKind | str, path: str | Path, *,
+                          metadata: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
+                          parents: Sequence[str] = ()) -> ArtifactVersion:
+        """Register a file as a version of a prompt, index, tool or app artifact."""
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidArgument(f"file {str(path)!r} does not exist")
+        form: dict[str, Any] = {"kind": ArtifactKind(kind).value}
+        self._add_common(form, metadata, tags, parents)
+        return ArtifactVersion.model_validate(self._json(
+            "POST", f"/artifacts/{name}/versions", data=form, files={"file": (path.name, path.read_bytes())}))
+
+    def list_artifacts(self, kind: ArtifactKind | str | None = None) -> list[Artifact]:
+        params = {"kind": ArtifactKind(kind).value} if kind else {}
+        return [Artifact.model_validate(a) for a in self._json("GET", "/artifacts", params=params)]
+
+    def get_artifact(self, name: str) -> Artifact:
+        return Artifact.model_validate(self._json("GET", f"/artifacts/{name}"))
+
+    def list_versions(self, name: str) -> list[ArtifactVersion]:
+        return [ArtifactVersion.model_validate(v) for v in self._json("GET", f"/artifacts/{name}/versions")]
+
+    def get_version(self, ref: str) -> ArtifactVersion:
+        """Resolve ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``."""
+        r = ArtifactRef.parse(ref)
+        if r.alias:
+            return ArtifactVersion.model_validate(self._json("GET", f"/artifacts/{r.name}/aliases/{r.alias}"))
+        if r.version is None:
+            latest = self.get_artifact(r.name).latest_version
+            if latest is None:
+                raise NotFound(f"artifact {r.name!r} has no versions")
+            r = ArtifactRef(name=r.name, version=latest)
+        return ArtifactVersion.model_validate(self._json("GET", f"/artifacts/{r.name}/versions/{r.version}"))
+
+    def download(self, ref: str) -> tuple[ArtifactVersion, Path]:
+        """Fetch a version's content into the local cache, verified against its digest; returns its path."""
+        version = self.get_version(ref)
+        if not self._cache.exists(version.digest):
+            response = self._call("GET", f"/artifacts/{version.name}/versions/{version.version}/content")
+            digest, _ = self._cache.put_stream(io.BytesIO(response.content))
+            if digest != version.digest:
+                raise IntegrityError(f"downloaded content of {version.ref} hashes to {digest}, "
+                                     f"expected {version.digest}")
+        return version, self._cache.open_verified(version.digest).path
+
+    def load_model(self, ref: str) -> LoadedModel:
+        """Load a registered model locally (digest-verified); ``.predict(x)`` gives named outputs."""
+        version, _ = self.download(ref)
+        if version.flavor is None:
+            raise InvalidArgument(f"{version.ref} is a {version.kind.value}, not a model")
+        return get_flavor(version.flavor).load(self._cache.open_verified(version.digest),
+                                               version.metadata.get("flavor", {}))
+
+    def read_dataset(self, ref: str) -> pd.DataFrame:
+        version, path = self.download(ref)
+        if version.kind is not ArtifactKind.DATASET:
+            raise InvalidArgument(f"{version.ref} is a {version.kind.value}, not a dataset")
+        return pd.read_parquet(path)
+
+    def set_alias(self, name: str, alias: str, version: int, *, expect: int | str = "any") -> Alias:
+        """Point ``name@alias`` at ``version``. ``expect``: ``"any"``, ``"absent"`` or the version it must point
+        at now (compare-and-set; a lost race raises ``Conflict``)."""
+        return Alias.model_validate(self._json("PUT", f"/artifacts/{name}/aliases/{alias}",
+                                               json={"version": version, "expect": expect}))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._call("DELETE", f"/artifacts/{name}/aliases/{alias}")
+
+    def list_aliases(self, name: str) -> list[Alias]:
+        return [Alias.model_validate(a) for a in self._json("GET", f"/artifacts/{name}/aliases")]
+
+    def set_tags(self, ref: str, tags: Mapping[str, str | None]) -> ArtifactVersion:
+        v = self.get_version(ref)
+        return ArtifactVersion.model_validate(self._json(
+            "PATCH", f"/artifacts/{v.name}/versions/{v.version}/tags", json={"tags": dict(tags)}))
+
+    def bind(self, ref: str, role: str, target: str) -> ArtifactVersion:
+        v = self.get_version(ref)
+        return ArtifactVersion.model_validate(self._json(
+            "PUT", f"/artifacts/{v.name}/versions/{v.version}/bindings/{role}", json={"target": target}))
+
+    # ------------------------------------------------------------------------------------------ deployments
+
+    def deploy(self, deployment: str, model: str, *, variant: str | None = None,
+               runtime: RuntimeOptions | Mapping[str, Any] | None = None, shadow: bool = False,
+               replace: bool = False, sticky_header: str | None = None) -> Deployment:
+        """Deploy ``model`` (``NAME:VERSION``/``NAME@ALIAS``) as a variant of ``deployment`` (created if new)."""
+        rt = runtime.model_dump() if isinstance(runtime, RuntimeOptions) else dict(runtime or {})
+        body = {"model": model, "variant": variant, "runtime": rt, "shadow": shadow, "replace": replace,
+                "sticky_header": sticky_header}
+        return Deployment.model_validate(self._json("POST", f"/deployments/{deployment}/variants", json=body))
+
+    def apply_deployment(self, name: str, spec: DeploymentSpec | Mapping[str, Any],
+                         expect_revision: int | None = None) -> Deployment:
+        body_spec = spec.model_dump(mode="json") if isinstance(spec, DeploymentSpec) else dict(spec)
+        return Deployment.model_validate(self._json(
+            "PUT", f"/deployments/{name}", json={"spec": body_spec, "expect_revision": expect_revision}))
+
+    def set_traffic(self, deployment: str, weights: Mapping[str, int], *, shadows: Sequence[str] | None = None,
+                    expect_revision: int | None = None) -> Deployment:
+        """Set the split, e.g. ``{"iris-v1": 90, "iris-v2": 10}`` (unnamed variants get 0; the sum must be 100)."""
+        body = {"weights": dict(weights), "shadows": list(shadows) if shadows is not None else None,
+                "expect_revision": expect_revision}
+        return Deployment.model_validate(self._json("PUT", f"/deployments/{deployment}/traffic", json=body))
+
+    def get_deployment(self, name: str) -> Deployment:
+        return Deployment.model_validate(self._json("GET", f"/deployments/{name}"))
+
+    def list_deployments(self) -> list[Deployment]:
+        return [Deployment.model_validate(d) for d in self._json("GET", "/deployments")]
+
+    def delete_deployment(self, name: str) -> None:
+        self._call("DELETE", f"/deployments/{name}")
+
+    def snapshot(self) -> dict[str, Any]:
+        """The current routing snapshot (what the data plane serves)."""
+        result: dict[str, Any] = self._json("GET", "/snapshot")
+        return result
+
+    # ------------------------------------------------------------------------------------------ events
+
+    def events(self, subject: str | None = None, action: str | None = None, after_id: int = 0,
+               limit: int = 100) -> list[Event]:
+        """The newest ``limit`` events (oldest first); ``subject``/``action`` match exactly or by ``prefix*``."""
+        params: dict[str, Any] = {"after_id": after_id, "limit": limit}
+        if subject:
+            params["subject"] = subject
+        if action:
+            params["action"] = action
+        return [Event.model_validate(e) for e in self._json("GET", "/events", params=params)]
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/health")
+        return result
+
+
+__all__ = ["Client", "MlpilotError"]

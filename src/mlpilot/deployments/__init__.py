@@ -1,0 +1,5 @@
+"""Deployments: desired state and routing-snapshot compilation (control plane)."""
+
+from mlpilot.deployments.service import Deployments
+
+__all__ = ["Deployments"]

@@ -1,0 +1,177 @@
+"""Deployments (desired state) and their compilation into the data plane's ``RoutingSnapshot``.
+
+Invariants:
+
+* A spec is validated completely before anything is written: every variant's model exists and is a model, live
+  and shadow variants have compatible signatures, weights are integers summing to 100. A rejected change writes
+  nothing.
+* Stored variants are pinned: ``NAME@ALIAS`` is resolved to ``NAME:VERSION`` at apply time (the alias is kept in
+  ``requested``), so a deployment never changes behind its owner's back; moving an alias into production is an
+  explicit redeploy (or, later, a rollout).
+* Every change is a new revision, an event, and a new routing-snapshot version (all in one transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mlpilot.errors import InvalidArgument, NotFound, SignatureError
+from mlpilot.protocol.signature import Signature
+from mlpilot.records import (
+    ArtifactKind,
+    ArtifactRef,
+    ArtifactVersion,
+    Deployment,
+    DeploymentSpec,
+    RuntimeOptions,
+    VariantSpec,
+    check_name,
+)
+from mlpilot.serving.snapshot import DeploymentRoute, ModelBinding, RoutingSnapshot, VariantRoute
+from mlpilot.store import Store
+
+
+class Deployments:
+    """Creates and changes deployments; compiles routing snapshots."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _resolve(self, spec: DeploymentSpec) -> tuple[DeploymentSpec, dict[str, ArtifactVersion]]:
+        pinned: list[VariantSpec] = []
+        versions: dict[str, ArtifactVersion] = {}
+        for v in spec.variants:
+            ref = ArtifactRef.parse(v.model)
+            try:
+                mv = self.store.get_version(ref)
+            except NotFound as exc:
+                raise NotFound(f"variant {v.name!r}: {exc.message}") from exc
+            if mv.kind is not ArtifactKind.MODEL:
+                raise InvalidArgument(f"variant {v.name!r}: {mv.ref} is a {mv.kind.value}, not a model")
+            versions[v.name] = mv
+            requested = v.requested or (str(ref) if ref.version is None else None)
+            pinned.append(v.model_copy(update={"model": mv.ref, "requested": requested}))
+        self._check_signatures(spec, versions)
+        return spec.model_copy(update={"variants": pinned}), versions
+
+    @staticmethod
+    def _check_signatures(spec: DeploymentSpec, versions: Mapping[str, ArtifactVersion]) -> None:
+        serving = [v.name for v in spec.variants if spec.traffic.get(v.name, 0) > 0 or v.name in spec.shadows]
+        serving = serving or [spec.variants[0].name]
+        base_name = serving[0]
+        base = versions[base_name].signature
+        for name in serving[1:]:
+            other = versions[name].signature
+            if base is None or other is None:
+                continue  # unsigned models cannot be compared; the data plane will not validate them either
+            problems = Signature.from_dict(base).incompatibilities(Signature.from_dict(other))
+            if problems:
+                raise SignatureError(
+                    f"variant {name!r} ({versions[name].ref}) does not accept the requests of variant "
+                    f"{base_name!r} ({versions[base_name].ref}): " + "; ".join(problems),
+                    detail={"problems": problems},
+                )
+
+    def apply(self, name: str, spec: DeploymentSpec, actor: str, expect_revision: int | None = None,
+              create: bool | None = None) -> Deployment:
+        """Validate, pin and store ``spec`` as the next revision of deployment ``name``."""
+        check_name(name, "deployment name")
+        pinned, _ = self._resolve(spec)
+        return self.store.put_deployment(name, pinned, actor, expect_revision=expect_revision, create=create)
+
+    def deploy(
+        self,
+        name: str,
+        model: str,
+        actor: str,
+        *,
+        variant: str | None = None,
+        runtime: RuntimeOptions | None = None,
+        shadow: bool = False,
+        replace: bool = False,
+        sticky_header: str | None = None,
+    ) -> Deployment:
+        """Deploy ``model`` (``NAME:VERSION``/``NAME@ALIAS``) as a variant of deployment ``name``.
+
+        A new deployment gets the variant at weight 100. On an existing deployment the variant is added at weight 0
+        (or as a shadow with ``shadow=True``) for a later traffic change or rollout; ``replace=True`` makes it the
+        only variant at weight 100 (a direct cut-over). Re-deploying an existing variant name replaces its model.
+        """
+        ref = ArtifactRef.parse(model)
+        vname = check_name(variant or f"{ref.name}-v{self.store.get_version(ref).version}", "variant name")
+        new = VariantSpec(name=vname, model=model, runtime=runtime or RuntimeOptions())
+        try:
+            current: Deployment | None = self.store.get_deployment(name)
+        except NotFound:
+            current = None
+        if current is None or replace:
+            spec = DeploymentSpec(
+                variants=[new], traffic={vname: 100}, sticky_header=sticky_header or (
+                    current.spec.sticky_header if current else None),
+                description=current.spec.description if current else "",
+            )
+            return self.apply(name, spec, actor, expect_revision=current.revision if current else 0)
+        variants = [v for v in current.spec.variants if v.name != vname] + [new]
+        traffic = dict(current.spec.traffic)
+        shadows = [s for s in current.spec.shadows if s != vname]
+        if vname in traffic and traffic[vname] > 0:
+            pass  # replacing the model of a live variant keeps its weight
+        else:
+            traffic[vname] = 0
+        if shadow:
+            if traffic.get(vname, 0) > 0:
+                raise InvalidArgument(f"variant {vname!r} is live; it cannot also be a shadow")
+            shadows.append(vname)
+        spec = current.spec.model_copy(update={
+            "variants": variants, "traffic": traffic, "shadows": shadows,
+            "sticky_header": sticky_header or current.spec.sticky_header,
+        })
+        return self.apply(name, DeploymentSpec.model_validate(spec.model_dump()), actor,
+                          expect_revision=current.revision)
+
+    def set_traffic(self, name: str, weights: Mapping[str, int], actor: str, shadows: list[str] | None = None,
+                    expect_revision: int | None = None) -> Deployment:
+        """Set the traffic split. Variants not named get weight 0; weights must sum to 100."""
+        current = self.store.get_deployment(name)
+        unknown = sorted(set(weights) - {v.name for v in current.spec.variants})
+        if unknown:
+            raise InvalidArgument(
+                f"deployment {name!r} has no variants {unknown}; it has {[v.name for v in current.spec.variants]}")
+        traffic = {v.name: int(weights.get(v.name, 0)) for v in current.spec.variants}
+        new_shadows = current.spec.shadows if shadows is None else shadows
+        new_shadows = [s for s in new_shadows if traffic.get(s, 0) == 0]
+        spec = DeploymentSpec.model_validate(
+            {**current.spec.model_dump(), "traffic": traffic, "shadows": new_shadows})
+        return self.apply(name, spec, actor,
+                          expect_revision=current.revision if expect_revision is None else expect_revision)
+
+    # ------------------------------------------------------------------------------------------ snapshot
+
+    def snapshot(self) -> RoutingSnapshot:
+        """Compile every deployment into one routing snapshot, stamped with the store's snapshot version."""
+        while True:
+            version = self.store.snapshot_version()
+            routes = {d.name: self._route(d) for d in self.store.list_deployments()}
+            if self.store.snapshot_version() == version:  # no write slipped in between: consistent
+                return RoutingSnapshot(version=version, deployments=routes)
+
+    def _route(self, d: Deployment) -> DeploymentRoute:
+        variants = []
+        for v in d.spec.variants:
+            mv = self.store.get_version(v.model)
+            batching = v.runtime.batching
+            variants.append(VariantRoute(
+                name=v.name,
+                model=ModelBinding(
+                    name=mv.name, version=mv.version, digest=mv.digest, flavor=mv.flavor or "",
+                    flavor_metadata=mv.metadata.get("flavor", {}), signature=mv.signature,
+                ),
+                max_batch_size=batching.max_batch_size if batching else 1,
+                max_wait_ms=batching.max_wait_ms if batching else 0.0,
+                replicas=v.runtime.replicas,
+                timeout_s=v.runtime.timeout_s,
+            ))
+        return DeploymentRoute(
+            name=d.name, revision=d.revision, variants=tuple(variants), weights=dict(d.spec.traffic),
+            shadows=tuple(d.spec.shadows), sticky_header=d.spec.sticky_header,
+        )

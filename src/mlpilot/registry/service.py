@@ -1,0 +1,210 @@
+"""The artifact registry: immutable, content-addressed versions of models, datasets, prompts, indexes, tools, apps.
+
+Invariants:
+
+* Content goes into the :class:`~mlpilot.blobs.BlobStore` first; a model is then validated by loading it *from
+  the store* (so pickle-based formats only ever load from the registry's own, digest-verified bytes) and its
+  signature is inferred; only then is a version allocated. A file that fails validation creates no version and
+  no event (its orphan blob is unreferenced and harmless: content-addressed, reclaimed by a later GC).
+* Versions are immutable; tags, aliases and bindings are the mutable parts, and each change is an event.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlpilot.blobs import BlobStore
+from mlpilot.errors import InvalidArgument, SignatureError
+from mlpilot.flavors import get_flavor, sniff_file
+from mlpilot.flavors.base import LoadedModel
+from mlpilot.protocol.signature import Signature, infer_signature
+from mlpilot.records import ArtifactKind, ArtifactRef, ArtifactVersion, check_name
+from mlpilot.registry.datasets import describe, read_table, to_parquet_bytes
+from mlpilot.store import Store
+
+
+class Registry:
+    """Registers and loads artifacts.
+
+    Args:
+        store: the control-plane store.
+        blobs: where content lives.
+        tmp_dir: scratch space for uploads being validated.
+    """
+
+    def __init__(self, store: Store, blobs: BlobStore, tmp_dir: Path | None = None) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.tmp_dir = tmp_dir
+
+    # ------------------------------------------------------------------------------------------ models
+
+    def register_model(
+        self,
+        name: str,
+        path: Path | str,
+        *,
+        actor: str,
+        flavor: str | None = None,
+        flavor_metadata: Mapping[str, Any] | None = None,
+        sample: Any = None,
+        signature: Mapping[str, Any] | Signature | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        parents: Sequence[str] = (),
+    ) -> ArtifactVersion:
+        """Register a model file as the next version of ``name``.
+
+        Args:
+            path: the model file (format detected from content unless ``flavor`` is given).
+            flavor: ``sklearn``, ``xgboost``, ``lightgbm``, ``onnx`` or ``pyfunc``.
+            flavor_metadata: what a client-side ``serialize`` produced (format, class …); overrides sniffing.
+            sample: a batch of example inputs (DataFrame/array, or a path to CSV/Parquet/JSON/.npy) used to infer
+                the signature and to smoke-test the model.
+            signature: an explicit signature (dict or :class:`Signature`); checked against ``sample`` if both.
+            parents: lineage, as ``NAME:VERSION`` references (e.g. the training dataset).
+
+        Raises:
+            UnknownFlavor: no flavor recognises the file. LoadError: the file does not load (corrupt, truncated).
+            SignatureError: the sample does not fit the model or the explicit signature.
+        """
+        check_name(name, "model name")
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidArgument(f"model file {str(path)!r} does not exist")
+        if flavor_metadata is not None and flavor is not None:
+            flv, fmeta = get_flavor(flavor), dict(flavor_metadata)
+        else:
+            flv, fmeta = sniff_file(path, flavor)
+        digest, size = self.blobs.put_file(path)
+        loaded = flv.load(self.blobs.open_verified(digest), fmeta)
+        sig = self._signature(loaded, sample, signature)
+        tags_ = flv.tags(fmeta)
+        meta = {**dict(metadata or {}), "flavor": dict(fmeta)}
+        if tags_.unsafe:
+            meta["unsafe_reason"] = "loading this format runs code (pickle/Python); it loads only from the store"
+        return self.store.create_version(
+            name=name, kind=ArtifactKind.MODEL, digest=digest, size=size, filename=_filename(path, flv.name),
+            actor=actor, flavor=flv.name, metadata=meta, signature=sig.to_dict() if sig else None,
+            parents=parents, tags=tags, unsafe=tags_.unsafe,
+        )
+
+    def _signature(self, loaded: LoadedModel, sample: Any, explicit: Mapping[str, Any] | Signature | None,
+                   ) -> Signature | None:
+        if isinstance(sample, (str, Path)):
+            sample = read_table(sample)
+        given = explicit if isinstance(explicit, Signature) or explicit is None else Signature.from_dict(explicit)
+        native = loaded.native_signature()
+        if sample is None:
+            return given or native
+        try:
+            outputs = loaded.predict(sample)
+        except Exception as exc:  # the sample is the user's: any failure means it does not fit the model
+            raise SignatureError(f"the model cannot predict on the sample: {_one_line(exc)}") from exc
+        inferred = infer_signature(sample, outputs)
+        if given is not None:
+            problems = given.incompatibilities(inferred)
+            if problems:
+                raise SignatureError("the sample does not match the signature: " + "; ".join(problems))
+            return given
+        # A file that declares its signature (ONNX) wins; the sample only smoke-tested it.
+        return native or inferred
+
+    def load_model(self, ref: ArtifactRef | str) -> tuple[ArtifactVersion, LoadedModel]:
+        """Load a registered model after verifying its digest. Raises ``NotFound``, ``IntegrityError``, ``LoadError``."""
+        version = self.store.get_version(ref)
+        if version.kind is not ArtifactKind.MODEL or version.flavor is None:
+            raise InvalidArgument(f"{version.ref} is a {version.kind.value}, not a model")
+        flv = get_flavor(version.flavor)
+        return version, flv.load(self.blobs.open_verified(version.digest), version.metadata.get("flavor", {}))
+
+    # ------------------------------------------------------------------------------------------ datasets
+
+    def register_dataset(
+        self,
+        name: str,
+        data: pd.DataFrame | Path | str,
+        *,
+        actor: str,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        parents: Sequence[str] = (),
+        bind_to: str | None = None,
+        role: str = "reference",
+    ) -> ArtifactVersion:
+        """Register a table (DataFrame or CSV/Parquet/JSON file) as a dataset version, stored as Parquet.
+
+        Args:
+            bind_to: a model reference (``NAME:VERSION``/``NAME@ALIAS``) to bind this dataset to under ``role``;
+                a model's ``reference`` dataset is its default drift reference.
+        """
+        check_name(name, "dataset name")
+        target = self.store.get_version(bind_to) if bind_to else None  # fail before storing anything
+        if target is not None and target.kind is not ArtifactKind.MODEL:
+            raise InvalidArgument(f"can only bind a dataset to a model; {target.ref} is a {target.kind.value}")
+        df = data if isinstance(data, pd.DataFrame) else read_table(data, allow_array=False)
+        if not isinstance(df, pd.DataFrame):
+            raise InvalidArgument("a dataset must be a table")
+        if len(df) == 0:
+            raise InvalidArgument("the dataset has no rows")
+        digest, size = self.blobs.put_bytes(to_parquet_bytes(df))
+        version = self.store.create_version(
+            name=name, kind=ArtifactKind.DATASET, digest=digest, size=size, filename="data.parquet",
+            actor=actor, metadata={**dict(metadata or {}), **describe(df)}, parents=parents, tags=tags,
+        )
+        if target is not None:
+            self.store.bind(target.ref, role, version.ref, actor)
+        return version
+
+    def read_dataset(self, ref: ArtifactRef | str) -> pd.DataFrame:
+        version = self.store.get_version(ref)
+        if version.kind is not ArtifactKind.DATASET:
+            raise InvalidArgument(f"{version.ref} is a {version.kind.value}, not a dataset")
+        return pd.read_parquet(self.blobs.open_verified(version.digest).path)
+
+    # ------------------------------------------------------------------------------------------ other kinds
+
+    def register_file(
+        self,
+        name: str,
+        kind: ArtifactKind,
+        path: Path | str,
+        *,
+        actor: str,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        parents: Sequence[str] = (),
+    ) -> ArtifactVersion:
+        """Register any file as a version of a prompt, index, tool or app artifact (kind-specific checks come
+        with the LLM features)."""
+        check_name(name, f"{kind.value} name")
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidArgument(f"file {str(path)!r} does not exist")
+        digest, size = self.blobs.put_file(path)
+        return self.store.create_version(
+            name=name, kind=kind, digest=digest, size=size, filename=path.name[:256], actor=actor,
+            metadata=metadata, parents=parents, tags=tags,
+        )
+
+    def scratch_dir(self) -> Path:
+        """A fresh directory for an upload being validated (the caller removes it)."""
+        if self.tmp_dir is not None:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix="upload-"))
+
+
+def _filename(path: Path, flavor: str) -> str:
+    name = path.name[:256]
+    return name or f"model.{flavor}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+

@@ -1,0 +1,54 @@
+"""The one settings tree (environment prefix ``MLPILOT_``, nested with ``__``), loaded once and passed down.
+
+Examples: ``MLPILOT_HOME=/srv/mlpilot``, ``MLPILOT_STORE__URL=postgresql+psycopg://u@db/mlpilot``,
+``MLPILOT_SERVER__PORT=9000``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StoreSettings(BaseModel):
+    #: SQLAlchemy URL of the control-plane store; empty = SQLite file ``<home>/mlpilot.db`` (WAL mode).
+    url: str = ""
+    #: Seconds a SQLite writer waits for the lock before failing with ``Unavailable``.
+    busy_timeout_s: float = 30.0
+
+
+class ArtifactSettings(BaseModel):
+    #: Where artifact blobs live; empty = ``<home>/artifacts``.
+    root: str = ""
+    #: Largest upload accepted by the API, in bytes.
+    max_upload_bytes: int = 2 * 1024**3
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+class Settings(BaseSettings):
+    """Everything configurable in mlpilot.
+
+    Args:
+        home: the mlpilot home directory (store, artifacts, logs); ``--home`` / ``MLPILOT_HOME``.
+        actor: who is acting, recorded on every event (``MLPILOT_ACTOR``; default the OS user).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MLPILOT_", env_nested_delimiter="__", extra="ignore")
+
+    home: Path = Path(".mlpilot")
+    actor: str = ""
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{(self.home / 'mlpilot.db').resolve()}"
+
+    def artifact_root(self) -> Path:
+        return Path(self.artifacts.root) if self.artifacts.root else self.home / "artifacts"

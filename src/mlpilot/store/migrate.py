@@ -1,0 +1,23 @@
+"""Run the Alembic migrations shipped inside the package, programmatically (no alembic.ini needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema; concurrent callers serialise on a lock (advisory on PostgreSQL, the file on SQLite)."""
+    command.upgrade(alembic_config(engine), revision)

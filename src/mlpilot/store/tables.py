@@ -1,0 +1,151 @@
+"""SQLAlchemy Core tables of the control-plane store (one schema for SQLite and PostgreSQL).
+
+Rows are never returned to callers: :mod:`mlpilot.store.sql` converts them to :mod:`mlpilot.records`.
+Durable JSON columns carry a ``schema_version`` key where their shape may evolve.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Ts = DateTime(timezone=True)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    # The last allocated version; bumped with UPDATE ... so concurrent writers serialise on this row.
+    Column("last_version", Integer, nullable=False, default=0),
+    Column("created_at", Ts, nullable=False),
+    Column("created_by", String(256), nullable=False),
+)
+
+artifact_versions = Table(
+    "artifact_versions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("artifact_id", Id, ForeignKey("artifacts.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("digest", String(80), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("filename", String(256), nullable=False),
+    Column("flavor", String(32)),
+    Column("metadata", Json, nullable=False),
+    Column("signature", Json),
+    Column("tags", Json, nullable=False),
+    Column("unsafe", Boolean, nullable=False, default=False),
+    Column("created_at", Ts, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    UniqueConstraint("artifact_id", "version", name="uq_artifact_versions_artifact_version"),
+)
+
+lineage = Table(
+    "lineage",
+    metadata,
+    Column("child_id", Id, ForeignKey("artifact_versions.id"), primary_key=True),
+    Column("parent_id", Id, ForeignKey("artifact_versions.id"), primary_key=True),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("artifact_id", Id, ForeignKey("artifacts.id"), primary_key=True),
+    Column("alias", String(64), primary_key=True),
+    Column("version_id", Id, ForeignKey("artifact_versions.id"), nullable=False),
+    Column("updated_at", Ts, nullable=False),
+    Column("updated_by", String(256), nullable=False),
+)
+
+bindings = Table(
+    "bindings",
+    metadata,
+    Column("version_id", Id, ForeignKey("artifact_versions.id"), primary_key=True),
+    Column("role", String(32), primary_key=True),
+    Column("target_id", Id, ForeignKey("artifact_versions.id"), nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("ts", Ts, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(256), nullable=False),
+    Column("before", Json),
+    Column("after", Json),
+    Column("schema_version", Integer, nullable=False, default=1),
+    Index("ix_events_subject", "subject"),
+)
+
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("revision", Integer, nullable=False),
+    Column("spec", Json, nullable=False),
+    Column("created_at", Ts, nullable=False),
+    Column("updated_at", Ts, nullable=False),
+    Column("updated_by", String(256), nullable=False),
+    Column("snapshot_version", BigInteger, nullable=False),
+)
+
+deployment_revisions = Table(
+    "deployment_revisions",
+    metadata,
+    Column("deployment_id", Id, ForeignKey("deployments.id"), primary_key=True),
+    Column("revision", Integer, primary_key=True),
+    Column("spec", Json, nullable=False),
+    Column("created_at", Ts, nullable=False),
+    Column("created_by", String(256), nullable=False),
+)
+
+# Monotonic counters (e.g. the routing snapshot version), bumped inside the writing transaction.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+__all__ = [
+    "aliases",
+    "artifact_versions",
+    "artifacts",
+    "bindings",
+    "counters",
+    "deployment_revisions",
+    "deployments",
+    "events",
+    "lineage",
+    "metadata",
+]

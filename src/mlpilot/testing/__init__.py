@@ -1,0 +1,12 @@
+"""The conformance kit: named checks that every adapter (store, later runtimes and executors) must pass.
+
+Use it like scikit-learn's ``check_estimator``::
+
+    from mlpilot.testing import STORE_CHECKS
+    for check in STORE_CHECKS:
+        check(make_store)          # make_store(clock) -> a fresh, migrated Store
+"""
+
+from mlpilot.testing.store_checks import STORE_CHECKS, check_store
+
+__all__ = ["STORE_CHECKS", "check_store"]

@@ -1,0 +1,86 @@
+"""Shared fixtures: store factories for SQLite and PostgreSQL (real servers, one fresh schema per test)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from mlpilot.clock import Clock
+from mlpilot.store import Store, create_engine
+
+PG_URL = os.environ.get("MLPILOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_available() -> str | None:
+    try:
+        engine = sa.create_engine(PG_URL)
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # report why in the skip/fail message
+        return str(exc).splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    problem = _pg_available()
+    if problem:
+        if os.environ.get("MLPILOT_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL required but unreachable at {PG_URL}: {problem}")
+        pytest.skip(f"PostgreSQL unreachable at {PG_URL}: {problem}")
+    return PG_URL
+
+
+StoreMaker = Callable[[Clock], Store]
+
+
+@pytest.fixture
+def sqlite_store_factory(tmp_path: Path) -> Iterator[StoreMaker]:
+    made: list[Store] = []
+
+    def make(clock: Clock) -> Store:
+        store = Store.from_url(f"sqlite:///{tmp_path / f'store-{len(made)}.db'}", clock)
+        store.migrate()
+        made.append(store)
+        return store
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def pg_store_factory(pg_url: str) -> Iterator[StoreMaker]:
+    """Each store gets its own PostgreSQL schema (dropped afterwards), so tests never see each other's rows."""
+    made: list[tuple[Store, str]] = []
+    admin = sa.create_engine(pg_url)
+
+    def make(clock: Clock) -> Store:
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        sep = "&" if "?" in pg_url else "?"
+        engine = create_engine(f"{pg_url}{sep}options=-csearch_path%3D{schema}")
+        store = Store(engine, clock)
+        store.migrate()
+        made.append((store, schema))
+        return store
+
+    yield make
+    for store, schema in made:
+        store.close()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_factory(request: pytest.FixtureRequest) -> StoreMaker:
+    factory: StoreMaker = request.getfixturevalue(f"{'pg' if request.param == 'postgres' else 'sqlite'}_store_factory")
+    return factory
