@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from mlpilot.clock import Clock, SystemClock, VirtualClock  # noqa: E402
-from mlpilot.errors import (  # noqa: E402
+from mlpilot.clock import Clock, SystemClock, VirtualClock
+from mlpilot.errors import (
     Conflict,
     ErrorKind,
     FailedPrecondition,
@@ -32,8 +32,8 @@ from mlpilot.errors import (  # noqa: E402
     Unavailable,
     UnknownFlavor,
 )
-from mlpilot.protocol.signature import Signature, TensorSpec  # noqa: E402
-from mlpilot.records import (  # noqa: E402
+from mlpilot.protocol.signature import Signature, TensorSpec
+from mlpilot.records import (
     Alias,
     Artifact,
     ArtifactKind,
@@ -45,7 +45,7 @@ from mlpilot.records import (  # noqa: E402
     RuntimeOptions,
     VariantSpec,
 )
-from mlpilot.settings import Settings  # noqa: E402
+from mlpilot.settings import Settings
 
 if TYPE_CHECKING:
     from mlpilot.client import Client
@@ -58,6 +58,7 @@ def __getattr__(name: str) -> Any:
 
         return Client
     raise AttributeError(f"module 'mlpilot' has no attribute {name!r}")
+
 
 __all__ = [
     "Alias",

@@ -37,9 +37,13 @@ def _train() -> dict[str, Any]:
     v1 = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X_train, y_train)
     v2 = RandomForestClassifier(n_estimators=50, random_state=7).fit(X_train, y_train)
     return {
-        "X_train": X_train, "y_train": y_train, "X_test": X_test, "y_test": y_test,
+        "X_train": X_train,
+        "y_train": y_train,
+        "X_test": X_test,
+        "y_test": y_test,
         "models": [("logistic regression", v1), ("random forest (50 trees)", v2)],
-        "n_rows": len(X), "n_features": X.shape[1],
+        "n_rows": len(X),
+        "n_features": X.shape[1],
     }
 
 
@@ -62,29 +66,42 @@ def run_tour(settings: Settings, console: Console) -> None:
     say("[bold cyan]mlpilot demo[/bold cyan] — register → serve → observe → roll out → diagnose → heal\n")
     say(f"home: {settings.home.resolve()} (embedded: SQLite + local artifact store, no server needed)\n")
     d = _train()
-    say(f"[bold]1. Train[/bold] two models on scikit-learn's breast-cancer data set "
-        f"({d['n_rows']} rows, {d['n_features']} features, 70/30 split).")
+    say(
+        f"[bold]1. Train[/bold] two models on scikit-learn's breast-cancer data set "
+        f"({d['n_rows']} rows, {d['n_features']} features, 70/30 split)."
+    )
     with Client(settings=settings, actor="demo") as client:
         versions = []
         for label, model in d["models"]:
             acc = float((model.predict(d["X_test"]) == d["y_test"]).mean())
-            v, new = _register_once(client, MODEL, model, sample=d["X_test"].head(5),
-                                    metadata={"algorithm": label, "holdout_accuracy": round(acc, 4)},
-                                    tags={"stage": "demo"})
+            v, new = _register_once(
+                client,
+                MODEL,
+                model,
+                sample=d["X_test"].head(5),
+                metadata={"algorithm": label, "holdout_accuracy": round(acc, 4)},
+                tags={"stage": "demo"},
+            )
             versions.append(v)
-            say(f"   {label}: holdout accuracy {acc:.3f} → {'registered' if new else 'already registered as'} "
-                f"[bold]{v.ref}[/bold] ({v.flavor}, {v.size / 1024:.0f} KiB, {v.digest[:15]}…)")
+            say(
+                f"   {label}: holdout accuracy {acc:.3f} → {'registered' if new else 'already registered as'} "
+                f"[bold]{v.ref}[/bold] ({v.flavor}, {v.size / 1024:.0f} KiB, {v.digest[:15]}…)"
+            )
         v1, v2 = versions
         sig = v1.signature or {}
-        say(f"\n[bold]2. Signature[/bold] inferred from a 5-row sample: {len(sig.get('inputs', []))} typed inputs "
+        say(
+            f"\n[bold]2. Signature[/bold] inferred from a 5-row sample: {len(sig.get('inputs', []))} typed inputs "
             f"(e.g. {sig['inputs'][0]['name']}: {sig['inputs'][0]['datatype']}), outputs "
-            f"{[o['name'] for o in sig.get('outputs', [])]}. The data plane validates requests against it.")
+            f"{[o['name'] for o in sig.get('outputs', [])]}. The data plane validates requests against it."
+        )
 
         reference = d["X_train"].assign(target=d["y_train"].values)
         ref = client.register_dataset(f"{MODEL}-reference", reference, bind_to=v1.ref)
         client.bind(v2.ref, "reference", ref.ref)
-        say(f"\n[bold]3. Reference data[/bold]: training set registered as [bold]{ref.ref}[/bold] "
-            f"({ref.metadata['rows']} rows) and bound to {v1.ref} and {v2.ref} — the default drift reference.")
+        say(
+            f"\n[bold]3. Reference data[/bold]: training set registered as [bold]{ref.ref}[/bold] "
+            f"({ref.metadata['rows']} rows) and bound to {v1.ref} and {v2.ref} — the default drift reference."
+        )
 
         client.set_alias(MODEL, "champion", v1.version)
         client.set_alias(MODEL, "challenger", v2.version)
@@ -92,15 +109,21 @@ def run_tour(settings: Settings, console: Console) -> None:
 
         dep = client.deploy(DEPLOYMENT, f"{MODEL}@champion", variant="champion", replace=True)
         dep = client.deploy(DEPLOYMENT, f"{MODEL}@challenger", variant="challenger", shadow=True)
-        say(f"\n[bold]5. Deploy[/bold]: [bold]{DEPLOYMENT}[/bold] serves champion ({dep.spec.variants[0].model}) "
-            f"at 100% with the challenger as a shadow on mirrored traffic (revision {dep.revision}).")
+        say(
+            f"\n[bold]5. Deploy[/bold]: [bold]{DEPLOYMENT}[/bold] serves champion ({dep.spec.variants[0].model}) "
+            f"at 100% with the challenger as a shadow on mirrored traffic (revision {dep.revision})."
+        )
         dep = client.set_traffic(DEPLOYMENT, {"champion": 90, "challenger": 10})
-        say(f"   then a 90/10 split: {dep.spec.traffic} (revision {dep.revision}, "
-            f"routing snapshot v{dep.snapshot_version} compiled for the data plane).")
+        say(
+            f"   then a 90/10 split: {dep.spec.traffic} (revision {dep.revision}, "
+            f"routing snapshot v{dep.snapshot_version} compiled for the data plane)."
+        )
 
         events = client.events(limit=8)
         say("\n[bold]6. Audit trail[/bold] — every change is an event (newest last):")
         for e in events:
             say(f"   #{e.id} {e.action:<20} {e.subject:<40} by {e.actor}")
-        say("\nTry: [bold]mlpilot models show breast-cancer@champion[/bold] · "
-            "[bold]mlpilot deployments show breast-cancer[/bold] · [bold]mlpilot events[/bold]")
+        say(
+            "\nTry: [bold]mlpilot models show breast-cancer@champion[/bold] · "
+            "[bold]mlpilot deployments show breast-cancer[/bold] · [bold]mlpilot events[/bold]"
+        )

@@ -18,8 +18,10 @@ def serve(settings: Settings) -> None:
     try:
         app = build_api(platform)
         host, port = settings.server.host, settings.server.port
-        print(f"mlpilot serving on http://{host}:{port}  (home {settings.home.resolve()}, "
-              f"store {platform.store.engine.url.render_as_string(hide_password=True)})")
+        print(
+            f"mlpilot serving on http://{host}:{port}  (home {settings.home.resolve()}, "
+            f"store {platform.store.engine.url.render_as_string(hide_password=True)})"
+        )
         print(f"  control API  http://{host}:{port}/api/v1   OpenAPI http://{host}:{port}/docs")
         if host not in ("127.0.0.1", "localhost", "::1"):
             print("  WARNING: no authentication yet — anyone who can reach this address can change deployments")

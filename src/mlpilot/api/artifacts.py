@@ -27,7 +27,7 @@ def _json_field(raw: str | None, what: str, expect: type) -> Any:
     if raw in (None, ""):
         return None
     try:
-        value = json.loads(raw)  # type: ignore[arg-type]
+        value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"{what} is not valid JSON: {exc.msg} at position {exc.pos}") from exc
     if not isinstance(value, expect):
@@ -85,16 +85,29 @@ def register_version(
         if kind is ArtifactKind.MODEL:
             sample_data = read_table(_save(sample, scratch, limit)) if sample is not None else None
             return p.registry.register_model(
-                name, path, actor=who, flavor=flavor, flavor_metadata=_json_field(flavor_metadata, "flavor_metadata",
-                                                                                   dict),
-                sample=sample_data, signature=_json_field(signature, "signature", dict), metadata=meta,
-                tags=tag_map, parents=parent_list,
+                name,
+                path,
+                actor=who,
+                flavor=flavor,
+                flavor_metadata=_json_field(flavor_metadata, "flavor_metadata", dict),
+                sample=sample_data,
+                signature=_json_field(signature, "signature", dict),
+                metadata=meta,
+                tags=tag_map,
+                parents=parent_list,
             )
         if kind is ArtifactKind.DATASET:
-            return p.registry.register_dataset(name, path, actor=who, metadata=meta, tags=tag_map,
-                                               parents=parent_list, bind_to=bind_to or None, role=role)
-        return p.registry.register_file(name, kind, path, actor=who, metadata=meta, tags=tag_map,
-                                        parents=parent_list)
+            return p.registry.register_dataset(
+                name,
+                path,
+                actor=who,
+                metadata=meta,
+                tags=tag_map,
+                parents=parent_list,
+                bind_to=bind_to or None,
+                role=role,
+            )
+        return p.registry.register_file(name, kind, path, actor=who, metadata=meta, tags=tag_map, parents=parent_list)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -115,7 +128,8 @@ def get_content(p: P, name: str, version: int) -> StreamingResponse:
     v = p.store.get_version(ArtifactRef(name=name, version=version))
     p.blobs.open_verified(v.digest)
     return StreamingResponse(
-        p.blobs.read_chunks(v.digest), media_type="application/octet-stream",
+        p.blobs.read_chunks(v.digest),
+        media_type="application/octet-stream",
         headers={"x-mlpilot-digest": v.digest, "content-disposition": f'attachment; filename="{v.filename}"'},
     )
 
@@ -153,13 +167,14 @@ def resolve_alias(p: P, name: str, alias: str) -> ArtifactVersion:
 class AliasBody(BaseModel):
     version: int = Field(ge=1)
     expect: int | str = Field(
-        "any", description='"any" moves unconditionally, "absent" requires a new alias, an int is compare-and-set'
+        "any",
+        description='"any" moves unconditionally, "absent" requires a new alias, an int is compare-and-set',
     )
 
 
 @route(router, "PUT", "/{name}/aliases/{alias}", Scope.WRITE)
 def set_alias(p: P, who: Actor, name: str, alias: str, body: AliasBody) -> Alias:
-    expect: int | None | bool
+    expect: int | bool | None
     if body.expect == "any":
         expect = True
     elif body.expect == "absent":

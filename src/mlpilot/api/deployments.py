@@ -49,8 +49,16 @@ class DeployBody(BaseModel):
 @route(router, "POST", "/deployments/{name}/variants", Scope.DEPLOY)
 def deploy_variant(p: P, who: Actor, name: str, body: DeployBody) -> Deployment:
     """Deploy a model as a variant (new deployment: weight 100; existing: weight 0 or shadow; or replace)."""
-    return p.deployments.deploy(name, body.model, who, variant=body.variant, runtime=body.runtime,
-                                shadow=body.shadow, replace=body.replace, sticky_header=body.sticky_header)
+    return p.deployments.deploy(
+        name,
+        body.model,
+        who,
+        variant=body.variant,
+        runtime=body.runtime,
+        shadow=body.shadow,
+        replace=body.replace,
+        sticky_header=body.sticky_header,
+    )
 
 
 class TrafficBody(BaseModel):
@@ -61,8 +69,9 @@ class TrafficBody(BaseModel):
 
 @route(router, "PUT", "/deployments/{name}/traffic", Scope.DEPLOY)
 def set_traffic(p: P, who: Actor, name: str, body: TrafficBody) -> Deployment:
-    return p.deployments.set_traffic(name, body.weights, who, shadows=body.shadows,
-                                     expect_revision=body.expect_revision)
+    return p.deployments.set_traffic(
+        name, body.weights, who, shadows=body.shadows, expect_revision=body.expect_revision
+    )
 
 
 @route(router, "GET", "/deployments/{name}/revisions", Scope.READ)

@@ -31,7 +31,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        body = {"error": _validation_message(exc), "kind": ErrorKind.INVALID_ARGUMENT.value, "type": "InvalidArgument"}
+        body = {
+            "error": _validation_message(exc),
+            "kind": ErrorKind.INVALID_ARGUMENT.value,
+            "type": "InvalidArgument",
+        }
         return JSONResponse(body, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -42,5 +46,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return JSONResponse({"error": f"internal error ({type(exc).__name__}); this is a bug, please report it",
-                             "kind": ErrorKind.INTERNAL.value}, status_code=500)
+        return JSONResponse(
+            {
+                "error": f"internal error ({type(exc).__name__}); this is a bug, please report it",
+                "kind": ErrorKind.INTERNAL.value,
+            },
+            status_code=500,
+        )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from mlpilot.cli.context import client
@@ -17,8 +15,10 @@ JSON_OPT = typer.Option(False, "--json", help="print JSON for scripts")
 
 
 def show_deployment(d: Deployment) -> None:
-    console.print(f"[bold]{d.name}[/bold]  revision {d.revision}  (snapshot {d.snapshot_version}, "
-                  f"updated {ts(d.updated_at)} by {d.updated_by})")
+    console.print(
+        f"[bold]{d.name}[/bold]  revision {d.revision}  (snapshot {d.snapshot_version}, "
+        f"updated {ts(d.updated_at)} by {d.updated_by})"
+    )
     if d.spec.sticky_header:
         console.print(f"  sticky by header {d.spec.sticky_header}")
     rows = []
@@ -26,8 +26,17 @@ def show_deployment(d: Deployment) -> None:
         role = "shadow" if v.name in d.spec.shadows else ("live" if d.spec.traffic.get(v.name, 0) else "idle")
         b = v.runtime.batching
         batching = f"≤{b.max_batch_size} / {b.max_wait_ms} ms" if b else "-"
-        rows.append((v.name, v.model, v.requested or "", f"{d.spec.traffic.get(v.name, 0)}%", role, batching,
-                     v.runtime.replicas))
+        rows.append(
+            (
+                v.name,
+                v.model,
+                v.requested or "",
+                f"{d.spec.traffic.get(v.name, 0)}%",
+                role,
+                batching,
+                v.runtime.replicas,
+            )
+        )
     table("variants", ["variant", "model", "requested", "weight", "role", "batching", "replicas"], rows)
 
 
@@ -35,31 +44,52 @@ def deploy_command(
     ctx: typer.Context,
     deployment: str = typer.Argument(..., help="deployment name (the endpoint /v2/models/NAME)"),
     model: str = typer.Option(..., "--model", "-m", help="NAME:VERSION, NAME@ALIAS or NAME (latest)"),
-    variant: Optional[str] = typer.Option(None, "--variant", help="variant name (default MODEL-vVERSION)"),
+    variant: str | None = typer.Option(None, "--variant", help="variant name (default MODEL-vVERSION)"),
     shadow: bool = typer.Option(False, "--shadow", help="add as a shadow (mirrored traffic, never answers)"),
     replace: bool = typer.Option(False, "--replace", help="make it the only variant at 100%"),
-    max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", min=1, help="enable adaptive batching"),
+    max_batch_size: int | None = typer.Option(None, "--max-batch-size", min=1, help="enable adaptive batching"),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0, help="batching: longest wait for a batch"),
     replicas: int = typer.Option(1, "--replicas", min=1),
     timeout: float = typer.Option(30.0, "--timeout", help="seconds per request"),
-    sticky_header: Optional[str] = typer.Option(None, "--sticky-header", help="route by this request header"),
+    sticky_header: str | None = typer.Option(None, "--sticky-header", help="route by this request header"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Deploy a model. New deployment: 100% traffic. Existing: added at 0% (or --shadow / --replace)."""
     batching = BatchingOptions(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms) if max_batch_size else None
     runtime = RuntimeOptions(batching=batching, replicas=replicas, timeout_s=timeout)
-    d = client(ctx).deploy(deployment, model, variant=variant, runtime=runtime, shadow=shadow, replace=replace,
-                           sticky_header=sticky_header)
+    d = client(ctx).deploy(
+        deployment,
+        model,
+        variant=variant,
+        runtime=runtime,
+        shadow=shadow,
+        replace=replace,
+        sticky_header=sticky_header,
+    )
     emit(d, as_json, show_deployment)
 
 
 @deployments.command("list")
 def deployments_list(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
     """List deployments with their traffic split."""
-    emit(client(ctx).list_deployments(), as_json, lambda ds: table(
-        "deployments", ["name", "revision", "traffic", "shadows", "updated"],
-        [(d.name, d.revision, ", ".join(f"{k}={w}%" for k, w in d.spec.traffic.items() if w),
-          ", ".join(d.spec.shadows), ts(d.updated_at)) for d in ds]))
+    emit(
+        client(ctx).list_deployments(),
+        as_json,
+        lambda ds: table(
+            "deployments",
+            ["name", "revision", "traffic", "shadows", "updated"],
+            [
+                (
+                    d.name,
+                    d.revision,
+                    ", ".join(f"{k}={w}%" for k, w in d.spec.traffic.items() if w),
+                    ", ".join(d.spec.shadows),
+                    ts(d.updated_at),
+                )
+                for d in ds
+            ],
+        ),
+    )
 
 
 @deployments.command("show")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -35,9 +34,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global(
     ctx: typer.Context,
-    home: Optional[Path] = typer.Option(None, "--home", envvar="MLPILOT_HOME", help="mlpilot home (default ./.mlpilot)"),
-    url: Optional[str] = typer.Option(None, "--url", envvar="MLPILOT_URL", help="target a remote server instead"),
-    actor: Optional[str] = typer.Option(None, "--actor", envvar="MLPILOT_ACTOR", help="recorded on every change"),
+    home: Path | None = typer.Option(None, "--home", envvar="MLPILOT_HOME", help="mlpilot home (default ./.mlpilot)"),
+    url: str | None = typer.Option(None, "--url", envvar="MLPILOT_URL", help="target a remote server instead"),
+    actor: str | None = typer.Option(None, "--actor", envvar="MLPILOT_ACTOR", help="recorded on every change"),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
 ) -> None:
     ctx.obj = CliContext(home=home, url=url, actor=actor)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -44,9 +44,12 @@ def _metadata(pairs: list[str] | None) -> dict[str, Any]:
 def _show_version(v: ArtifactVersion) -> None:
     console.print(f"[bold]{v.ref}[/bold]  {v.kind.value}  {v.flavor or ''}")
     rows: list[tuple[str, Any]] = [
-        ("digest", v.digest), ("size", f"{v.size} bytes"), ("file", v.filename),
+        ("digest", v.digest),
+        ("size", f"{v.size} bytes"),
+        ("file", v.filename),
         ("created", f"{ts(v.created_at)} by {v.created_by}"),
-        ("aliases", ", ".join(v.aliases) or "-"), ("parents", ", ".join(v.parents) or "-"),
+        ("aliases", ", ".join(v.aliases) or "-"),
+        ("parents", ", ".join(v.parents) or "-"),
         ("bindings", ", ".join(f"{k}={t}" for k, t in v.bindings.items()) or "-"),
         ("tags", ", ".join(f"{k}={t}" for k, t in v.tags.items()) or "-"),
     ]
@@ -66,9 +69,20 @@ def _show_version(v: ArtifactVersion) -> None:
 
 
 def _list_artifacts(items: list[Artifact], title: str) -> None:
-    table(title, ["name", "kind", "latest", "aliases", "created"],
-          [(a.name, a.kind.value, a.latest_version, ", ".join(f"{k}→{v}" for k, v in a.aliases.items()),
-            ts(a.created_at)) for a in items])
+    table(
+        title,
+        ["name", "kind", "latest", "aliases", "created"],
+        [
+            (
+                a.name,
+                a.kind.value,
+                a.latest_version,
+                ", ".join(f"{k}→{v}" for k, v in a.aliases.items()),
+                ts(a.created_at),
+            )
+            for a in items
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -79,12 +93,12 @@ def models_register(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="model name"),
     path: Path = typer.Argument(..., help="model file (.joblib/.pkl/.skops/.ubj/.json/.txt/.onnx/.py)"),
-    sample: Optional[Path] = typer.Option(None, "--sample", help="example inputs (CSV/Parquet/JSON/.npy)"),
-    flavor: Optional[str] = typer.Option(None, "--flavor", help="sklearn, xgboost, lightgbm, onnx or pyfunc"),
-    signature: Optional[Path] = typer.Option(None, "--signature", help="JSON file with an explicit signature"),
-    meta: Optional[list[str]] = typer.Option(None, "--meta", help="KEY=VALUE metadata (VALUE may be JSON)"),
-    tag: Optional[list[str]] = typer.Option(None, "--tag", help="KEY=VALUE tag"),
-    parent: Optional[list[str]] = typer.Option(None, "--parent", help="lineage parent NAME:VERSION"),
+    sample: Path | None = typer.Option(None, "--sample", help="example inputs (CSV/Parquet/JSON/.npy)"),
+    flavor: str | None = typer.Option(None, "--flavor", help="sklearn, xgboost, lightgbm, onnx or pyfunc"),
+    signature: Path | None = typer.Option(None, "--signature", help="JSON file with an explicit signature"),
+    meta: list[str] | None = typer.Option(None, "--meta", help="KEY=VALUE metadata (VALUE may be JSON)"),
+    tag: list[str] | None = typer.Option(None, "--tag", help="KEY=VALUE tag"),
+    parent: list[str] | None = typer.Option(None, "--parent", help="lineage parent NAME:VERSION"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Register a model file as the next version of NAME."""
@@ -94,9 +108,22 @@ def models_register(
             sig = json.loads(signature.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise InvalidArgument(f"cannot read signature file {signature}: {exc}") from exc
-    v = client(ctx).register_model(name, path, flavor=flavor, sample=sample, signature=sig,
-                                   metadata=_metadata(meta), tags=parse_pairs(tag, "--tag"), parents=parent or [])
-    emit(v, as_json, lambda v: (console.print(f"registered [bold]{v.ref}[/bold]"), _show_version(v)))
+    v = client(ctx).register_model(
+        name,
+        path,
+        flavor=flavor,
+        sample=sample,
+        signature=sig,
+        metadata=_metadata(meta),
+        tags=parse_pairs(tag, "--tag"),
+        parents=parent or [],
+    )
+
+    def render(v: ArtifactVersion) -> None:
+        console.print(f"registered [bold]{v.ref}[/bold]")
+        _show_version(v)
+
+    emit(v, as_json, render)
 
 
 @models.command("list")
@@ -106,8 +133,11 @@ def models_list(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
 
 @models.command("show")
-def models_show(ctx: typer.Context, ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS"),
-                as_json: bool = JSON_OPT) -> None:
+def models_show(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS"),
+    as_json: bool = JSON_OPT,
+) -> None:
     """Show one model version (the latest when no version is given)."""
     emit(client(ctx).get_version(ref), as_json, _show_version)
 
@@ -115,9 +145,15 @@ def models_show(ctx: typer.Context, ref: str = typer.Argument(..., help="NAME, N
 @models.command("versions")
 def models_versions(ctx: typer.Context, name: str, as_json: bool = JSON_OPT) -> None:
     """List all versions of a model."""
-    emit(client(ctx).list_versions(name), as_json, lambda vs: table(
-        f"versions of {name}", ["version", "flavor", "digest", "aliases", "created", "by"],
-        [(v.version, v.flavor, v.digest[:19], ", ".join(v.aliases), ts(v.created_at), v.created_by) for v in vs]))
+    emit(
+        client(ctx).list_versions(name),
+        as_json,
+        lambda vs: table(
+            f"versions of {name}",
+            ["version", "flavor", "digest", "aliases", "created", "by"],
+            [(v.version, v.flavor, v.digest[:19], ", ".join(v.aliases), ts(v.created_at), v.created_by) for v in vs],
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- datasets
@@ -128,18 +164,24 @@ def datasets_register(
     ctx: typer.Context,
     name: str = typer.Argument(...),
     path: Path = typer.Argument(..., help="CSV, Parquet or JSON table"),
-    bind_to: Optional[str] = typer.Option(None, "--bind-to", help="model NAME:VERSION to bind this dataset to"),
+    bind_to: str | None = typer.Option(None, "--bind-to", help="model NAME:VERSION to bind this dataset to"),
     role: str = typer.Option("reference", "--role", help="binding role (reference = default drift reference)"),
-    meta: Optional[list[str]] = typer.Option(None, "--meta"),
-    tag: Optional[list[str]] = typer.Option(None, "--tag"),
+    meta: list[str] | None = typer.Option(None, "--meta"),
+    tag: list[str] | None = typer.Option(None, "--tag"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Register a table as the next version of dataset NAME (stored as Parquet)."""
-    v = client(ctx).register_dataset(name, path, bind_to=bind_to, role=role, metadata=_metadata(meta),
-                                     tags=parse_pairs(tag, "--tag"))
-    emit(v, as_json, lambda v: console.print(
-        f"registered [bold]{v.ref}[/bold] ({v.metadata.get('rows')} rows)"
-        + (f", bound to {bind_to} as {role}" if bind_to else "")))
+    v = client(ctx).register_dataset(
+        name, path, bind_to=bind_to, role=role, metadata=_metadata(meta), tags=parse_pairs(tag, "--tag")
+    )
+    emit(
+        v,
+        as_json,
+        lambda v: console.print(
+            f"registered [bold]{v.ref}[/bold] ({v.metadata.get('rows')} rows)"
+            + (f", bound to {bind_to} as {role}" if bind_to else "")
+        ),
+    )
 
 
 @datasets.command("list")
@@ -161,8 +203,8 @@ def artifacts_register(
     name: str = typer.Argument(...),
     path: Path = typer.Argument(...),
     kind: ArtifactKind = typer.Option(..., "--kind", help="prompt, index, tool, app (models/datasets have their own)"),
-    meta: Optional[list[str]] = typer.Option(None, "--meta"),
-    parent: Optional[list[str]] = typer.Option(None, "--parent"),
+    meta: list[str] | None = typer.Option(None, "--meta"),
+    parent: list[str] | None = typer.Option(None, "--parent"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Register a file as a version of any artifact kind."""
@@ -177,8 +219,9 @@ def artifacts_register(
 
 
 @artifacts.command("list")
-def artifacts_list(ctx: typer.Context, kind: Optional[ArtifactKind] = typer.Option(None, "--kind"),
-                   as_json: bool = JSON_OPT) -> None:
+def artifacts_list(
+    ctx: typer.Context, kind: ArtifactKind | None = typer.Option(None, "--kind"), as_json: bool = JSON_OPT
+) -> None:
     emit(client(ctx).list_artifacts(kind), as_json, lambda a: _list_artifacts(a, "artifacts"))
 
 
@@ -207,9 +250,15 @@ def aliases_set(
 
 @aliases.command("list")
 def aliases_list(ctx: typer.Context, name: str, as_json: bool = JSON_OPT) -> None:
-    emit(client(ctx).list_aliases(name), as_json, lambda al: table(
-        f"aliases of {name}", ["alias", "version", "updated", "by"],
-        [(a.alias, a.version, ts(a.updated_at), a.updated_by) for a in al]))
+    emit(
+        client(ctx).list_aliases(name),
+        as_json,
+        lambda al: table(
+            f"aliases of {name}",
+            ["alias", "version", "updated", "by"],
+            [(a.alias, a.version, ts(a.updated_at), a.updated_by) for a in al],
+        ),
+    )
 
 
 @aliases.command("delete")
@@ -223,16 +272,19 @@ def aliases_delete(ctx: typer.Context, name: str, alias: str) -> None:
 
 def events_command(
     ctx: typer.Context,
-    subject: Optional[str] = typer.Option(None, "--subject", help="e.g. artifact:iris or deployment:* (prefix)"),
-    action: Optional[str] = typer.Option(None, "--action", help="e.g. alias.moved or deployment.* (prefix)"),
+    subject: str | None = typer.Option(None, "--subject", help="e.g. artifact:iris or deployment:* (prefix)"),
+    action: str | None = typer.Option(None, "--action", help="e.g. alias.moved or deployment.* (prefix)"),
     limit: int = typer.Option(50, "--limit", min=1, max=10_000),
     as_json: bool = JSON_OPT,
 ) -> None:
     """The audit trail: every change, who made it and when, with before/after."""
 
     def render(events: list[Event]) -> None:
-        table("events", ["id", "time", "actor", "action", "subject", "change"],
-              [(e.id, ts(e.ts), e.actor, e.action, e.subject, _change(e)) for e in events])
+        table(
+            "events",
+            ["id", "time", "actor", "action", "subject", "change"],
+            [(e.id, ts(e.ts), e.actor, e.action, e.subject, _change(e)) for e in events],
+        )
 
     emit(client(ctx).events(subject=subject, action=action, limit=limit), as_json, render)
 
@@ -250,4 +302,3 @@ def install(app: typer.Typer) -> None:
     app.add_typer(artifacts, name="artifacts")
     app.add_typer(aliases, name="aliases")
     app.command("events")(events_command)
-

@@ -17,7 +17,14 @@ import httpx
 import pandas as pd
 
 from mlpilot.blobs import BlobStore
-from mlpilot.errors import IntegrityError, InvalidArgument, MlpilotError, NotFound, Unavailable, error_from_dict
+from mlpilot.errors import (
+    IntegrityError,
+    InvalidArgument,
+    MlpilotError,
+    NotFound,
+    Unavailable,
+    error_from_dict,
+)
 from mlpilot.flavors import flavor_for_object, get_flavor
 from mlpilot.flavors.base import LoadedModel
 from mlpilot.records import (
@@ -51,8 +58,15 @@ class Client:
     ``Unavailable`` when a remote server cannot be reached.
     """
 
-    def __init__(self, url: str | None = None, *, home: str | Path | None = None, settings: Settings | None = None,
-                 actor: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        home: str | Path | None = None,
+        settings: Settings | None = None,
+        actor: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
         url = url or (os.environ.get("MLPILOT_URL") if home is None and settings is None else None)
         headers = {"x-mlpilot-actor": actor} if actor else {}
         self._platform: Any = None
@@ -69,8 +83,7 @@ class Client:
             self.url = None
             self._platform = build_platform(settings)
             transport = InProcessTransport(build_api(self._platform))
-            self._http = httpx.Client(base_url="http://embedded", transport=transport, timeout=None,
-                                      headers=headers)
+            self._http = httpx.Client(base_url="http://embedded", transport=transport, timeout=None, headers=headers)
             self._cache = BlobStore(settings.home / "cache")
 
     # ------------------------------------------------------------------------------------------ plumbing
@@ -151,12 +164,15 @@ class Client:
         self._add_common(data, metadata, tags, parents)
         if signature is not None:
             data["signature"] = json.dumps(dict(signature))
-        return ArtifactVersion.model_validate(self._json("POST", f"/artifacts/{name}/versions", data=data,
-                                                         files=files))
+        return ArtifactVersion.model_validate(self._json("POST", f"/artifacts/{name}/versions", data=data, files=files))
 
     @staticmethod
-    def _add_common(data: dict[str, Any], metadata: Mapping[str, Any] | None, tags: Mapping[str, str] | None,
-                    parents: Sequence[str]) -> None:
+    def _add_common(
+        data: dict[str, Any],
+        metadata: Mapping[str, Any] | None,
+        tags: Mapping[str, str] | None,
+        parents: Sequence[str],
+    ) -> None:
         if metadata:
             data["metadata"] = json.dumps(dict(metadata))
         if tags:
@@ -164,9 +180,17 @@ class Client:
         if parents:
             data["parents"] = json.dumps(list(parents))
 
-    def register_dataset(self, name: str, data: pd.DataFrame | str | Path, *, bind_to: str | None = None,
-                         role: str = "reference", metadata: Mapping[str, Any] | None = None,
-                         tags: Mapping[str, str] | None = None, parents: Sequence[str] = ()) -> ArtifactVersion:
+    def register_dataset(
+        self,
+        name: str,
+        data: pd.DataFrame | str | Path,
+        *,
+        bind_to: str | None = None,
+        role: str = "reference",
+        metadata: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        parents: Sequence[str] = (),
+    ) -> ArtifactVersion:
         """Register a table (DataFrame or CSV/Parquet/JSON file) as a dataset; ``bind_to`` a model version makes
         it that model's ``role`` dataset (``reference``: the default drift reference)."""
         if isinstance(data, pd.DataFrame):
@@ -180,20 +204,32 @@ class Client:
         if bind_to:
             form["bind_to"] = bind_to
         self._add_common(form, metadata, tags, parents)
-        return ArtifactVersion.model_validate(self._json("POST", f"/artifacts/{name}/versions", data=form,
-                                                         files=files))
+        return ArtifactVersion.model_validate(self._json("POST", f"/artifacts/{name}/versions", data=form, files=files))
 
-    def register_artifact(self, name: str, kind: ArtifactKind | str, path: str | Path, *,
-                          metadata: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
-                          parents: Sequence[str] = ()) -> ArtifactVersion:
+    def register_artifact(
+        self,
+        name: str,
+        kind: ArtifactKind | str,
+        path: str | Path,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        parents: Sequence[str] = (),
+    ) -> ArtifactVersion:
         """Register a file as a version of a prompt, index, tool or app artifact."""
         path = Path(path)
         if not path.is_file():
             raise InvalidArgument(f"file {str(path)!r} does not exist")
         form: dict[str, Any] = {"kind": ArtifactKind(kind).value}
         self._add_common(form, metadata, tags, parents)
-        return ArtifactVersion.model_validate(self._json(
-            "POST", f"/artifacts/{name}/versions", data=form, files={"file": (path.name, path.read_bytes())}))
+        return ArtifactVersion.model_validate(
+            self._json(
+                "POST",
+                f"/artifacts/{name}/versions",
+                data=form,
+                files={"file": (path.name, path.read_bytes())},
+            )
+        )
 
     def list_artifacts(self, kind: ArtifactKind | str | None = None) -> list[Artifact]:
         params = {"kind": ArtifactKind(kind).value} if kind else {}
@@ -224,8 +260,9 @@ class Client:
             response = self._call("GET", f"/artifacts/{version.name}/versions/{version.version}/content")
             digest, _ = self._cache.put_stream(io.BytesIO(response.content))
             if digest != version.digest:
-                raise IntegrityError(f"downloaded content of {version.ref} hashes to {digest}, "
-                                     f"expected {version.digest}")
+                raise IntegrityError(
+                    f"downloaded content of {version.ref} hashes to {digest}, expected {version.digest}"
+                )
         return version, self._cache.open_verified(version.digest).path
 
     def load_model(self, ref: str) -> LoadedModel:
@@ -233,8 +270,9 @@ class Client:
         version, _ = self.download(ref)
         if version.flavor is None:
             raise InvalidArgument(f"{version.ref} is a {version.kind.value}, not a model")
-        return get_flavor(version.flavor).load(self._cache.open_verified(version.digest),
-                                               version.metadata.get("flavor", {}))
+        return get_flavor(version.flavor).load(
+            self._cache.open_verified(version.digest), version.metadata.get("flavor", {})
+        )
 
     def read_dataset(self, ref: str) -> pd.DataFrame:
         version, path = self.download(ref)
@@ -245,8 +283,9 @@ class Client:
     def set_alias(self, name: str, alias: str, version: int, *, expect: int | str = "any") -> Alias:
         """Point ``name@alias`` at ``version``. ``expect``: ``"any"``, ``"absent"`` or the version it must point
         at now (compare-and-set; a lost race raises ``Conflict``)."""
-        return Alias.model_validate(self._json("PUT", f"/artifacts/{name}/aliases/{alias}",
-                                               json={"version": version, "expect": expect}))
+        return Alias.model_validate(
+            self._json("PUT", f"/artifacts/{name}/aliases/{alias}", json={"version": version, "expect": expect})
+        )
 
     def delete_alias(self, name: str, alias: str) -> None:
         self._call("DELETE", f"/artifacts/{name}/aliases/{alias}")
@@ -256,36 +295,63 @@ class Client:
 
     def set_tags(self, ref: str, tags: Mapping[str, str | None]) -> ArtifactVersion:
         v = self.get_version(ref)
-        return ArtifactVersion.model_validate(self._json(
-            "PATCH", f"/artifacts/{v.name}/versions/{v.version}/tags", json={"tags": dict(tags)}))
+        return ArtifactVersion.model_validate(
+            self._json("PATCH", f"/artifacts/{v.name}/versions/{v.version}/tags", json={"tags": dict(tags)})
+        )
 
     def bind(self, ref: str, role: str, target: str) -> ArtifactVersion:
         v = self.get_version(ref)
-        return ArtifactVersion.model_validate(self._json(
-            "PUT", f"/artifacts/{v.name}/versions/{v.version}/bindings/{role}", json={"target": target}))
+        return ArtifactVersion.model_validate(
+            self._json("PUT", f"/artifacts/{v.name}/versions/{v.version}/bindings/{role}", json={"target": target})
+        )
 
     # ------------------------------------------------------------------------------------------ deployments
 
-    def deploy(self, deployment: str, model: str, *, variant: str | None = None,
-               runtime: RuntimeOptions | Mapping[str, Any] | None = None, shadow: bool = False,
-               replace: bool = False, sticky_header: str | None = None) -> Deployment:
+    def deploy(
+        self,
+        deployment: str,
+        model: str,
+        *,
+        variant: str | None = None,
+        runtime: RuntimeOptions | Mapping[str, Any] | None = None,
+        shadow: bool = False,
+        replace: bool = False,
+        sticky_header: str | None = None,
+    ) -> Deployment:
         """Deploy ``model`` (``NAME:VERSION``/``NAME@ALIAS``) as a variant of ``deployment`` (created if new)."""
         rt = runtime.model_dump() if isinstance(runtime, RuntimeOptions) else dict(runtime or {})
-        body = {"model": model, "variant": variant, "runtime": rt, "shadow": shadow, "replace": replace,
-                "sticky_header": sticky_header}
+        body = {
+            "model": model,
+            "variant": variant,
+            "runtime": rt,
+            "shadow": shadow,
+            "replace": replace,
+            "sticky_header": sticky_header,
+        }
         return Deployment.model_validate(self._json("POST", f"/deployments/{deployment}/variants", json=body))
 
-    def apply_deployment(self, name: str, spec: DeploymentSpec | Mapping[str, Any],
-                         expect_revision: int | None = None) -> Deployment:
+    def apply_deployment(
+        self, name: str, spec: DeploymentSpec | Mapping[str, Any], expect_revision: int | None = None
+    ) -> Deployment:
         body_spec = spec.model_dump(mode="json") if isinstance(spec, DeploymentSpec) else dict(spec)
-        return Deployment.model_validate(self._json(
-            "PUT", f"/deployments/{name}", json={"spec": body_spec, "expect_revision": expect_revision}))
+        return Deployment.model_validate(
+            self._json("PUT", f"/deployments/{name}", json={"spec": body_spec, "expect_revision": expect_revision})
+        )
 
-    def set_traffic(self, deployment: str, weights: Mapping[str, int], *, shadows: Sequence[str] | None = None,
-                    expect_revision: int | None = None) -> Deployment:
+    def set_traffic(
+        self,
+        deployment: str,
+        weights: Mapping[str, int],
+        *,
+        shadows: Sequence[str] | None = None,
+        expect_revision: int | None = None,
+    ) -> Deployment:
         """Set the split, e.g. ``{"iris-v1": 90, "iris-v2": 10}`` (unnamed variants get 0; the sum must be 100)."""
-        body = {"weights": dict(weights), "shadows": list(shadows) if shadows is not None else None,
-                "expect_revision": expect_revision}
+        body = {
+            "weights": dict(weights),
+            "shadows": list(shadows) if shadows is not None else None,
+            "expect_revision": expect_revision,
+        }
         return Deployment.model_validate(self._json("PUT", f"/deployments/{deployment}/traffic", json=body))
 
     def get_deployment(self, name: str) -> Deployment:
@@ -304,8 +370,9 @@ class Client:
 
     # ------------------------------------------------------------------------------------------ events
 
-    def events(self, subject: str | None = None, action: str | None = None, after_id: int = 0,
-               limit: int = 100) -> list[Event]:
+    def events(
+        self, subject: str | None = None, action: str | None = None, after_id: int = 0, limit: int = 100
+    ) -> list[Event]:
         """The newest ``limit`` events (oldest first); ``subject``/``action`` match exactly or by ``prefix*``."""
         params: dict[str, Any] = {"after_id": after_id, "limit": limit}
         if subject:

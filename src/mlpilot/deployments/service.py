@@ -72,8 +72,14 @@ class Deployments:
                     detail={"problems": problems},
                 )
 
-    def apply(self, name: str, spec: DeploymentSpec, actor: str, expect_revision: int | None = None,
-              create: bool | None = None) -> Deployment:
+    def apply(
+        self,
+        name: str,
+        spec: DeploymentSpec,
+        actor: str,
+        expect_revision: int | None = None,
+        create: bool | None = None,
+    ) -> Deployment:
         """Validate, pin and store ``spec`` as the next revision of deployment ``name``."""
         check_name(name, "deployment name")
         pinned, _ = self._resolve(spec)
@@ -106,8 +112,9 @@ class Deployments:
             current = None
         if current is None or replace:
             spec = DeploymentSpec(
-                variants=[new], traffic={vname: 100}, sticky_header=sticky_header or (
-                    current.spec.sticky_header if current else None),
+                variants=[new],
+                traffic={vname: 100},
+                sticky_header=sticky_header or (current.spec.sticky_header if current else None),
                 description=current.spec.description if current else "",
             )
             return self.apply(name, spec, actor, expect_revision=current.revision if current else 0)
@@ -122,28 +129,43 @@ class Deployments:
             if traffic.get(vname, 0) > 0:
                 raise InvalidArgument(f"variant {vname!r} is live; it cannot also be a shadow")
             shadows.append(vname)
-        spec = current.spec.model_copy(update={
-            "variants": variants, "traffic": traffic, "shadows": shadows,
-            "sticky_header": sticky_header or current.spec.sticky_header,
-        })
-        return self.apply(name, DeploymentSpec.model_validate(spec.model_dump()), actor,
-                          expect_revision=current.revision)
+        spec = current.spec.model_copy(
+            update={
+                "variants": variants,
+                "traffic": traffic,
+                "shadows": shadows,
+                "sticky_header": sticky_header or current.spec.sticky_header,
+            }
+        )
+        return self.apply(
+            name, DeploymentSpec.model_validate(spec.model_dump()), actor, expect_revision=current.revision
+        )
 
-    def set_traffic(self, name: str, weights: Mapping[str, int], actor: str, shadows: list[str] | None = None,
-                    expect_revision: int | None = None) -> Deployment:
+    def set_traffic(
+        self,
+        name: str,
+        weights: Mapping[str, int],
+        actor: str,
+        shadows: list[str] | None = None,
+        expect_revision: int | None = None,
+    ) -> Deployment:
         """Set the traffic split. Variants not named get weight 0; weights must sum to 100."""
         current = self.store.get_deployment(name)
         unknown = sorted(set(weights) - {v.name for v in current.spec.variants})
         if unknown:
             raise InvalidArgument(
-                f"deployment {name!r} has no variants {unknown}; it has {[v.name for v in current.spec.variants]}")
+                f"deployment {name!r} has no variants {unknown}; it has {[v.name for v in current.spec.variants]}"
+            )
         traffic = {v.name: int(weights.get(v.name, 0)) for v in current.spec.variants}
         new_shadows = current.spec.shadows if shadows is None else shadows
         new_shadows = [s for s in new_shadows if traffic.get(s, 0) == 0]
-        spec = DeploymentSpec.model_validate(
-            {**current.spec.model_dump(), "traffic": traffic, "shadows": new_shadows})
-        return self.apply(name, spec, actor,
-                          expect_revision=current.revision if expect_revision is None else expect_revision)
+        spec = DeploymentSpec.model_validate({**current.spec.model_dump(), "traffic": traffic, "shadows": new_shadows})
+        return self.apply(
+            name,
+            spec,
+            actor,
+            expect_revision=current.revision if expect_revision is None else expect_revision,
+        )
 
     # ------------------------------------------------------------------------------------------ snapshot
 
@@ -160,18 +182,28 @@ class Deployments:
         for v in d.spec.variants:
             mv = self.store.get_version(v.model)
             batching = v.runtime.batching
-            variants.append(VariantRoute(
-                name=v.name,
-                model=ModelBinding(
-                    name=mv.name, version=mv.version, digest=mv.digest, flavor=mv.flavor or "",
-                    flavor_metadata=mv.metadata.get("flavor", {}), signature=mv.signature,
-                ),
-                max_batch_size=batching.max_batch_size if batching else 1,
-                max_wait_ms=batching.max_wait_ms if batching else 0.0,
-                replicas=v.runtime.replicas,
-                timeout_s=v.runtime.timeout_s,
-            ))
+            variants.append(
+                VariantRoute(
+                    name=v.name,
+                    model=ModelBinding(
+                        name=mv.name,
+                        version=mv.version,
+                        digest=mv.digest,
+                        flavor=mv.flavor or "",
+                        flavor_metadata=mv.metadata.get("flavor", {}),
+                        signature=mv.signature,
+                    ),
+                    max_batch_size=batching.max_batch_size if batching else 1,
+                    max_wait_ms=batching.max_wait_ms if batching else 0.0,
+                    replicas=v.runtime.replicas,
+                    timeout_s=v.runtime.timeout_s,
+                )
+            )
         return DeploymentRoute(
-            name=d.name, revision=d.revision, variants=tuple(variants), weights=dict(d.spec.traffic),
-            shadows=tuple(d.spec.shadows), sticky_header=d.spec.sticky_header,
+            name=d.name,
+            revision=d.revision,
+            variants=tuple(variants),
+            weights=dict(d.spec.traffic),
+            shadows=tuple(d.spec.shadows),
+            sticky_header=d.spec.sticky_header,
         )

@@ -79,7 +79,7 @@ class TensorSpec:
         """True when a tensor described by ``other`` fits this spec (same name/datatype, compatible shape)."""
         if other.name != self.name or other.datatype != self.datatype or len(other.shape) != len(self.shape):
             return False
-        return all(a == -1 or b == -1 or a == b for a, b in zip(self.shape, other.shape))
+        return all(a == -1 or b == -1 or a == b for a, b in zip(self.shape, other.shape, strict=True))
 
 
 @dataclass(frozen=True)

@@ -89,13 +89,26 @@ class Registry:
         if tags_.unsafe:
             meta["unsafe_reason"] = "loading this format runs code (pickle/Python); it loads only from the store"
         return self.store.create_version(
-            name=name, kind=ArtifactKind.MODEL, digest=digest, size=size, filename=_filename(path, flv.name),
-            actor=actor, flavor=flv.name, metadata=meta, signature=sig.to_dict() if sig else None,
-            parents=parents, tags=tags, unsafe=tags_.unsafe,
+            name=name,
+            kind=ArtifactKind.MODEL,
+            digest=digest,
+            size=size,
+            filename=_filename(path, flv.name),
+            actor=actor,
+            flavor=flv.name,
+            metadata=meta,
+            signature=sig.to_dict() if sig else None,
+            parents=parents,
+            tags=tags,
+            unsafe=tags_.unsafe,
         )
 
-    def _signature(self, loaded: LoadedModel, sample: Any, explicit: Mapping[str, Any] | Signature | None,
-                   ) -> Signature | None:
+    def _signature(
+        self,
+        loaded: LoadedModel,
+        sample: Any,
+        explicit: Mapping[str, Any] | Signature | None,
+    ) -> Signature | None:
         if isinstance(sample, (str, Path)):
             sample = read_table(sample)
         given = explicit if isinstance(explicit, Signature) or explicit is None else Signature.from_dict(explicit)
@@ -116,7 +129,11 @@ class Registry:
         return native or inferred
 
     def load_model(self, ref: ArtifactRef | str) -> tuple[ArtifactVersion, LoadedModel]:
-        """Load a registered model after verifying its digest. Raises ``NotFound``, ``IntegrityError``, ``LoadError``."""
+        """Load a registered model after verifying its digest.
+
+        Raises:
+            NotFound, IntegrityError (digest mismatch), LoadError.
+        """
         version = self.store.get_version(ref)
         if version.kind is not ArtifactKind.MODEL or version.flavor is None:
             raise InvalidArgument(f"{version.ref} is a {version.kind.value}, not a model")
@@ -154,8 +171,15 @@ class Registry:
             raise InvalidArgument("the dataset has no rows")
         digest, size = self.blobs.put_bytes(to_parquet_bytes(df))
         version = self.store.create_version(
-            name=name, kind=ArtifactKind.DATASET, digest=digest, size=size, filename="data.parquet",
-            actor=actor, metadata={**dict(metadata or {}), **describe(df)}, parents=parents, tags=tags,
+            name=name,
+            kind=ArtifactKind.DATASET,
+            digest=digest,
+            size=size,
+            filename="data.parquet",
+            actor=actor,
+            metadata={**dict(metadata or {}), **describe(df)},
+            parents=parents,
+            tags=tags,
         )
         if target is not None:
             self.store.bind(target.ref, role, version.ref, actor)
@@ -188,8 +212,15 @@ class Registry:
             raise InvalidArgument(f"file {str(path)!r} does not exist")
         digest, size = self.blobs.put_file(path)
         return self.store.create_version(
-            name=name, kind=kind, digest=digest, size=size, filename=path.name[:256], actor=actor,
-            metadata=metadata, parents=parents, tags=tags,
+            name=name,
+            kind=kind,
+            digest=digest,
+            size=size,
+            filename=path.name[:256],
+            actor=actor,
+            metadata=metadata,
+            parents=parents,
+            tags=tags,
         )
 
     def scratch_dir(self) -> Path:
@@ -207,4 +238,3 @@ def _filename(path: Path, flavor: str) -> str:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
-

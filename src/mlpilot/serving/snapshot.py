@@ -103,7 +103,11 @@ class RoutingSnapshot:
                 for v in d["variants"]
             )
             deployments[name] = DeploymentRoute(
-                name=d["name"], revision=d["revision"], variants=variants, weights=d["weights"],
-                shadows=tuple(d["shadows"]), sticky_header=d["sticky_header"],
+                name=d["name"],
+                revision=d["revision"],
+                variants=variants,
+                weights=d["weights"],
+                shadows=tuple(d["shadows"]),
+                sticky_header=d["sticky_header"],
             )
         return cls(version=int(data["version"]), deployments=deployments)

@@ -21,9 +21,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from mlpilot.clock import Clock, SystemClock
@@ -160,7 +160,9 @@ class Store:
 
     def _bump(self, conn: Connection, name: str) -> int:
         row = conn.execute(
-            t.counters.update().where(t.counters.c.name == name).values(value=t.counters.c.value + 1)
+            t.counters.update()
+            .where(t.counters.c.name == name)
+            .values(value=t.counters.c.value + 1)
             .returning(t.counters.c.value)
         ).first()
         if row is None:
@@ -181,8 +183,9 @@ class Store:
         if conn.execute(sa.select(t.artifacts.c.id).where(t.artifacts.c.name == name)).first() is None:
             ins = (pg_dialect.insert if self._pg else sqlite_dialect.insert)(t.artifacts)
             res = conn.execute(
-                ins.values(name=name, kind=kind.value, last_version=0, created_at=self.clock.now(), created_by=actor)
-                .on_conflict_do_nothing(index_elements=["name"])
+                ins.values(
+                    name=name, kind=kind.value, last_version=0, created_at=self.clock.now(), created_by=actor
+                ).on_conflict_do_nothing(index_elements=["name"])
             )
             if res.rowcount:
                 self._event(conn, actor, "artifact.created", f"artifact:{name}", None, {"kind": kind.value})
@@ -213,13 +216,15 @@ class Store:
             art = self._ensure_artifact(conn, name, kind, actor)
             version = int(
                 conn.execute(
-                    t.artifacts.update().where(t.artifacts.c.id == art.id)
+                    t.artifacts.update()
+                    .where(t.artifacts.c.id == art.id)
                     .values(last_version=t.artifacts.c.last_version + 1)
                     .returning(t.artifacts.c.last_version)
                 ).scalar_one()
             )
             res = conn.execute(
-                t.artifact_versions.insert().values(
+                t.artifact_versions.insert()
+                .values(
                     artifact_id=art.id,
                     version=version,
                     digest=digest,
@@ -232,13 +237,18 @@ class Store:
                     unsafe=unsafe,
                     created_at=self.clock.now(),
                     created_by=actor,
-                ).returning(t.artifact_versions.c.id)
+                )
+                .returning(t.artifact_versions.c.id)
             )
             vid = res.scalar_one()
             for pid in dict.fromkeys(parent_ids):
                 conn.execute(t.lineage.insert().values(child_id=vid, parent_id=pid))
             self._event(
-                conn, actor, "version.created", f"artifact:{name}", None,
+                conn,
+                actor,
+                "version.created",
+                f"artifact:{name}",
+                None,
                 {"version": version, "digest": digest, "flavor": flavor, "parents": list(parents)},
             )
             return self._version_record(conn, name, kind.value, self._version_row_by_id(conn, vid))
@@ -251,7 +261,8 @@ class Store:
         av = t.artifact_versions
         if ref.alias is not None:
             row = conn.execute(
-                sa.select(av).join(t.aliases, t.aliases.c.version_id == av.c.id)
+                sa.select(av)
+                .join(t.aliases, t.aliases.c.version_id == av.c.id)
                 .where(t.aliases.c.artifact_id == art.id, t.aliases.c.alias == ref.alias)
             ).first()
             if row is None:
@@ -262,7 +273,8 @@ class Store:
         row = conn.execute(stmt.limit(1)).first()
         if row is None:
             raise NotFound(
-                f"artifact {ref.name!r} has no version {ref.version}" if ref.version
+                f"artifact {ref.name!r} has no version {ref.version}"
+                if ref.version
                 else f"artifact {ref.name!r} has no versions"
             )
         return row
@@ -271,18 +283,28 @@ class Store:
         av = t.artifact_versions
         parents = conn.execute(
             sa.select(t.artifacts.c.name, av.c.version)
-            .select_from(t.lineage.join(av, av.c.id == t.lineage.c.parent_id).join(
-                t.artifacts, t.artifacts.c.id == av.c.artifact_id))
+            .select_from(
+                t.lineage.join(av, av.c.id == t.lineage.c.parent_id).join(
+                    t.artifacts, t.artifacts.c.id == av.c.artifact_id
+                )
+            )
             .where(t.lineage.c.child_id == row.id)
             .order_by(t.artifacts.c.name, av.c.version)
         ).all()
-        alias_names = conn.execute(
-            sa.select(t.aliases.c.alias).where(t.aliases.c.version_id == row.id).order_by(t.aliases.c.alias)
-        ).scalars().all()
+        alias_names = (
+            conn.execute(
+                sa.select(t.aliases.c.alias).where(t.aliases.c.version_id == row.id).order_by(t.aliases.c.alias)
+            )
+            .scalars()
+            .all()
+        )
         bound = conn.execute(
             sa.select(t.bindings.c.role, t.artifacts.c.name, av.c.version)
-            .select_from(t.bindings.join(av, av.c.id == t.bindings.c.target_id).join(
-                t.artifacts, t.artifacts.c.id == av.c.artifact_id))
+            .select_from(
+                t.bindings.join(av, av.c.id == t.bindings.c.target_id).join(
+                    t.artifacts, t.artifacts.c.id == av.c.artifact_id
+                )
+            )
             .where(t.bindings.c.version_id == row.id)
         ).all()
         return ArtifactVersion(
@@ -315,7 +337,8 @@ class Store:
         with self._read() as conn:
             art = self._artifact_row(conn, name)
             rows = conn.execute(
-                sa.select(t.artifact_versions).where(t.artifact_versions.c.artifact_id == art.id)
+                sa.select(t.artifact_versions)
+                .where(t.artifact_versions.c.artifact_id == art.id)
                 .order_by(t.artifact_versions.c.version)
             ).all()
             return [self._version_record(conn, art.name, art.kind, r) for r in rows]
@@ -323,8 +346,10 @@ class Store:
     def _artifact_record(self, conn: Connection, row: Any) -> Artifact:
         av = t.artifact_versions
         alias_rows = conn.execute(
-            sa.select(t.aliases.c.alias, av.c.version).join(av, av.c.id == t.aliases.c.version_id)
-            .where(t.aliases.c.artifact_id == row.id).order_by(t.aliases.c.alias)
+            sa.select(t.aliases.c.alias, av.c.version)
+            .join(av, av.c.id == t.aliases.c.version_id)
+            .where(t.aliases.c.artifact_id == row.id)
+            .order_by(t.aliases.c.alias)
         ).all()
         return Artifact(
             name=row.name,
@@ -357,15 +382,19 @@ class Store:
                 if v is None:
                     new.pop(k, None)
             conn.execute(t.artifact_versions.update().where(t.artifact_versions.c.id == row.id).values(tags=new))
-            self._event(conn, actor, "version.tagged", f"artifact:{art.name}:{row.version}", {"tags": row.tags},
-                        {"tags": new})
+            self._event(
+                conn,
+                actor,
+                "version.tagged",
+                f"artifact:{art.name}:{row.version}",
+                {"tags": row.tags},
+                {"tags": new},
+            )
             return self._version_record(conn, art.name, art.kind, self._version_row_by_id(conn, row.id))
 
     # ------------------------------------------------------------------------------------------ aliases
 
-    def set_alias(
-        self, name: str, alias: str, version: int, actor: str, expect: int | None | bool = True
-    ) -> Alias:
+    def set_alias(self, name: str, alias: str, version: int, actor: str, expect: int | bool | None = True) -> Alias:
         """Point ``alias`` at ``version``.
 
         Args:
@@ -378,7 +407,8 @@ class Store:
             av = t.artifact_versions
             cur = conn.execute(
                 self._lock(
-                    sa.select(t.aliases.c.version_id, av.c.version).join(av, av.c.id == t.aliases.c.version_id)
+                    sa.select(t.aliases.c.version_id, av.c.version)
+                    .join(av, av.c.id == t.aliases.c.version_id)
                     .where(t.aliases.c.artifact_id == art.id, t.aliases.c.alias == alias)
                 )
             ).first()
@@ -390,13 +420,29 @@ class Store:
                 )
             now = self.clock.now()
             if cur is None:
-                conn.execute(t.aliases.insert().values(
-                    artifact_id=art.id, alias=alias, version_id=target.id, updated_at=now, updated_by=actor))
+                conn.execute(
+                    t.aliases.insert().values(
+                        artifact_id=art.id,
+                        alias=alias,
+                        version_id=target.id,
+                        updated_at=now,
+                        updated_by=actor,
+                    )
+                )
             else:
-                conn.execute(t.aliases.update().where(t.aliases.c.artifact_id == art.id, t.aliases.c.alias == alias)
-                             .values(version_id=target.id, updated_at=now, updated_by=actor))
-            self._event(conn, actor, "alias.moved", f"artifact:{name}@{alias}",
-                        {"version": current} if current is not None else None, {"version": version})
+                conn.execute(
+                    t.aliases.update()
+                    .where(t.aliases.c.artifact_id == art.id, t.aliases.c.alias == alias)
+                    .values(version_id=target.id, updated_at=now, updated_by=actor)
+                )
+            self._event(
+                conn,
+                actor,
+                "alias.moved",
+                f"artifact:{name}@{alias}",
+                {"version": current} if current is not None else None,
+                {"version": version},
+            )
             return Alias(name=name, alias=alias, version=version, updated_at=now, updated_by=actor)
 
     def delete_alias(self, name: str, alias: str, actor: str) -> None:
@@ -404,7 +450,8 @@ class Store:
             art = self._artifact_row(conn, name, lock=True)
             av = t.artifact_versions
             cur = conn.execute(
-                sa.select(av.c.version).join(t.aliases, av.c.id == t.aliases.c.version_id)
+                sa.select(av.c.version)
+                .join(t.aliases, av.c.id == t.aliases.c.version_id)
                 .where(t.aliases.c.artifact_id == art.id, t.aliases.c.alias == alias)
             ).first()
             if cur is None:
@@ -417,11 +464,21 @@ class Store:
             art = self._artifact_row(conn, name)
             av = t.artifact_versions
             rows = conn.execute(
-                sa.select(t.aliases, av.c.version).join(av, av.c.id == t.aliases.c.version_id)
-                .where(t.aliases.c.artifact_id == art.id).order_by(t.aliases.c.alias)
+                sa.select(t.aliases, av.c.version)
+                .join(av, av.c.id == t.aliases.c.version_id)
+                .where(t.aliases.c.artifact_id == art.id)
+                .order_by(t.aliases.c.alias)
             ).all()
-            return [Alias(name=name, alias=r.alias, version=r.version, updated_at=_utc(r.updated_at),
-                          updated_by=r.updated_by) for r in rows]
+            return [
+                Alias(
+                    name=name,
+                    alias=r.alias,
+                    version=r.version,
+                    updated_at=_utc(r.updated_at),
+                    updated_by=r.updated_by,
+                )
+                for r in rows
+            ]
 
     # ------------------------------------------------------------------------------------------ bindings
 
@@ -433,55 +490,90 @@ class Store:
             art = self._artifact_row(conn, ref.name)
             row = self._version_row(conn, ref)
             trow = self._version_row(conn, target)
-            old = conn.execute(sa.select(t.bindings.c.target_id).where(
-                t.bindings.c.version_id == row.id, t.bindings.c.role == role)).first()
+            old = conn.execute(
+                sa.select(t.bindings.c.target_id).where(t.bindings.c.version_id == row.id, t.bindings.c.role == role)
+            ).first()
             if old is not None:
                 conn.execute(t.bindings.delete().where(t.bindings.c.version_id == row.id, t.bindings.c.role == role))
             conn.execute(t.bindings.insert().values(version_id=row.id, role=role, target_id=trow.id))
-            self._event(conn, actor, "version.bound", f"artifact:{art.name}:{row.version}",
-                        None, {"role": role, "target": f"{target.name}:{trow.version}"})
+            self._event(
+                conn,
+                actor,
+                "version.bound",
+                f"artifact:{art.name}:{row.version}",
+                None,
+                {"role": role, "target": f"{target.name}:{trow.version}"},
+            )
             return self._version_record(conn, art.name, art.kind, row)
 
     # ------------------------------------------------------------------------------------------ events
 
-    def append_event(self, actor: str, action: str, subject: str, before: Mapping[str, Any] | None = None,
-                     after: Mapping[str, Any] | None = None) -> None:
+    def append_event(
+        self,
+        actor: str,
+        action: str,
+        subject: str,
+        before: Mapping[str, Any] | None = None,
+        after: Mapping[str, Any] | None = None,
+    ) -> None:
         with self._write() as conn:
             self._event(conn, actor, action, subject, before, after)
 
-    def list_events(self, subject: str | None = None, action: str | None = None, after_id: int = 0,
-                    limit: int = 100) -> list[Event]:
+    def list_events(
+        self, subject: str | None = None, action: str | None = None, after_id: int = 0, limit: int = 100
+    ) -> list[Event]:
         """Events in id order; ``subject`` matches exactly or as a prefix when it ends with ``*``."""
         with self._read() as conn:
             e = t.events
             stmt = sa.select(e).where(e.c.id > after_id)
             if subject:
-                stmt = stmt.where(e.c.subject.startswith(subject[:-1]) if subject.endswith("*")
-                                  else e.c.subject == subject)
+                stmt = stmt.where(
+                    e.c.subject.startswith(subject[:-1]) if subject.endswith("*") else e.c.subject == subject
+                )
             if action:
                 stmt = stmt.where(e.c.action.startswith(action[:-1]) if action.endswith("*") else e.c.action == action)
             rows = conn.execute(stmt.order_by(e.c.id.desc()).limit(max(1, min(limit, 10_000)))).all()
-            return [Event(id=r.id, ts=_utc(r.ts), actor=r.actor, action=r.action, subject=r.subject,
-                          before=r.before, after=r.after) for r in reversed(rows)]
+            return [
+                Event(
+                    id=r.id,
+                    ts=_utc(r.ts),
+                    actor=r.actor,
+                    action=r.action,
+                    subject=r.subject,
+                    before=r.before,
+                    after=r.after,
+                )
+                for r in reversed(rows)
+            ]
 
     # ------------------------------------------------------------------------------------------ deployments
 
     def _deployment_record(self, row: Any) -> Deployment:
         return Deployment(
-            name=row.name, revision=row.revision, spec=DeploymentSpec.model_validate(row.spec["spec"]),
-            created_at=_utc(row.created_at), updated_at=_utc(row.updated_at), updated_by=row.updated_by,
+            name=row.name,
+            revision=row.revision,
+            spec=DeploymentSpec.model_validate(row.spec["spec"]),
+            created_at=_utc(row.created_at),
+            updated_at=_utc(row.updated_at),
+            updated_by=row.updated_by,
             snapshot_version=row.snapshot_version,
         )
 
-    def put_deployment(self, name: str, spec: DeploymentSpec, actor: str, expect_revision: int | None = None,
-                       create: bool | None = None) -> Deployment:
+    def put_deployment(
+        self,
+        name: str,
+        spec: DeploymentSpec,
+        actor: str,
+        expect_revision: int | None = None,
+        create: bool | None = None,
+    ) -> Deployment:
         """Create or update a deployment as a new revision; bumps the routing snapshot version.
 
         Args:
             expect_revision: compare-and-set on the current revision (``Conflict`` if it moved).
             create: ``True`` fails if it exists, ``False`` fails if it does not, ``None`` either.
         """
-        body = {"schema_version": 1, "spec": spec.model_dump(mode="json")}
+        body: dict[str, Any] = {"schema_version": 1, "spec": spec.model_dump(mode="json")}
         with self._write() as conn:
             d = t.deployments
             cur = conn.execute(self._lock(sa.select(d).where(d.c.name == name))).first()
@@ -490,24 +582,47 @@ class Store:
             if cur is None and create is False:
                 raise NotFound(f"no deployment named {name!r}")
             if expect_revision is not None and (cur.revision if cur else 0) != expect_revision:
-                raise Conflict(f"deployment {name!r} is at revision {cur.revision if cur else 0}, "
-                               f"expected {expect_revision}; re-read and retry")
+                raise Conflict(
+                    f"deployment {name!r} is at revision {cur.revision if cur else 0}, "
+                    f"expected {expect_revision}; re-read and retry"
+                )
             now = self.clock.now()
             snap = self._bump(conn, SNAPSHOT_COUNTER)
             if cur is None:
-                did = conn.execute(d.insert().values(
-                    name=name, revision=1, spec=body, created_at=now, updated_at=now, updated_by=actor,
-                    snapshot_version=snap).returning(d.c.id)).scalar_one()
+                did = conn.execute(
+                    d.insert()
+                    .values(
+                        name=name,
+                        revision=1,
+                        spec=body,
+                        created_at=now,
+                        updated_at=now,
+                        updated_by=actor,
+                        snapshot_version=snap,
+                    )
+                    .returning(d.c.id)
+                ).scalar_one()
                 rev = 1
             else:
                 did, rev = cur.id, cur.revision + 1
-                conn.execute(d.update().where(d.c.id == did).values(
-                    revision=rev, spec=body, updated_at=now, updated_by=actor, snapshot_version=snap))
-            conn.execute(t.deployment_revisions.insert().values(
-                deployment_id=did, revision=rev, spec=body, created_at=now, created_by=actor))
-            self._event(conn, actor, "deployment.created" if cur is None else "deployment.updated",
-                        f"deployment:{name}", cur.spec["spec"] if cur is not None else None,
-                        {**body["spec"], "revision": rev})
+                conn.execute(
+                    d.update()
+                    .where(d.c.id == did)
+                    .values(revision=rev, spec=body, updated_at=now, updated_by=actor, snapshot_version=snap)
+                )
+            conn.execute(
+                t.deployment_revisions.insert().values(
+                    deployment_id=did, revision=rev, spec=body, created_at=now, created_by=actor
+                )
+            )
+            self._event(
+                conn,
+                actor,
+                "deployment.created" if cur is None else "deployment.updated",
+                f"deployment:{name}",
+                cur.spec["spec"] if cur is not None else None,
+                {**body["spec"], "revision": rev},
+            )
             return self._deployment_record(conn.execute(sa.select(d).where(d.c.id == did)).one())
 
     def get_deployment(self, name: str) -> Deployment:

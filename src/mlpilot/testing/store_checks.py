@@ -72,8 +72,17 @@ def check_lineage_tags_and_events(make_store: StoreFactory) -> None:
     store = make_store(clock)
     _version(store, "data", ArtifactKind.DATASET)
     clock.advance(60)
-    v = store.create_version(name="m", kind=ArtifactKind.MODEL, digest=D, size=1, filename="f", actor="alice",
-                             parents=["data:1"], metadata={"a": [1, 2]}, tags={"team": "x"})
+    v = store.create_version(
+        name="m",
+        kind=ArtifactKind.MODEL,
+        digest=D,
+        size=1,
+        filename="f",
+        actor="alice",
+        parents=["data:1"],
+        metadata={"a": [1, 2]},
+        tags={"team": "x"},
+    )
     assert v.parents == ["data:1"] and v.metadata == {"a": [1, 2]} and v.tags == {"team": "x"}
     assert v.created_at == clock.now() and v.created_by == "alice"
     v = store.set_tags("m:1", {"team": None, "stage": "prod"}, "bob")
@@ -90,10 +99,10 @@ def check_failed_writes_change_nothing(make_store: StoreFactory) -> None:
     _version(store, "m")
     before = store.list_events()
     for bad in (
-        lambda: store.create_version(name="n", kind=ArtifactKind.MODEL, digest=D, size=1, filename="f", actor="t",
-                                     parents=["ghost:1"]),
-        lambda: store.create_version(name="m", kind=ArtifactKind.DATASET, digest=D, size=1, filename="f",
-                                     actor="t"),
+        lambda: store.create_version(
+            name="n", kind=ArtifactKind.MODEL, digest=D, size=1, filename="f", actor="t", parents=["ghost:1"]
+        ),
+        lambda: store.create_version(name="m", kind=ArtifactKind.DATASET, digest=D, size=1, filename="f", actor="t"),
         lambda: store.set_alias("m", "champion", 9, "t"),
         lambda: store.bind("m:1", "reference", "ghost:1", "t"),
     ):
@@ -131,7 +140,10 @@ def check_aliases_compare_and_set(make_store: StoreFactory) -> None:
     assert store.get_version("m:3").aliases == ["champion"]
     moves = store.list_events(action="alias.moved")
     assert [(e.before, e.after) for e in moves] == [
-        (None, {"version": 1}), ({"version": 1}, {"version": 2}), ({"version": 2}, {"version": 3})]
+        (None, {"version": 1}),
+        ({"version": 1}, {"version": 2}),
+        ({"version": 2}, {"version": 3}),
+    ]
     store.delete_alias("m", "champion", "t")
     try:
         store.get_version("m@champion")
@@ -151,7 +163,9 @@ def check_alias_race(make_store: StoreFactory) -> None:
         barrier = threading.Barrier(2)
         outcome: dict[int, str] = {}
 
-        def writer(target: int, expect: int = current) -> None:
+        def writer(
+            target: int, expect: int = current, barrier: threading.Barrier = barrier, outcome: dict[int, str] = outcome
+        ) -> None:
             barrier.wait()
             try:
                 store.set_alias("m", "prod", target, f"w{target}", expect=expect)
@@ -182,7 +196,7 @@ def check_bindings(make_store: StoreFactory) -> None:
 
 
 def _spec(model: str = "m:1", **kw: object) -> DeploymentSpec:
-    return DeploymentSpec(variants=[VariantSpec(name="a", model=model)], traffic={"a": 100}, **kw)  # type: ignore[arg-type]
+    return DeploymentSpec(variants=[VariantSpec(name="a", model=model)], traffic={"a": 100}, **kw)
 
 
 def check_deployments(make_store: StoreFactory) -> None:
@@ -197,7 +211,7 @@ def check_deployments(make_store: StoreFactory) -> None:
     assert store.snapshot_version() == 2
     for kwargs, exc in (({"create": True}, Conflict), ({"expect_revision": 1}, Conflict)):
         try:
-            store.put_deployment("dep", _spec(), "t", **kwargs)  # type: ignore[arg-type]
+            store.put_deployment("dep", _spec(), "t", **kwargs)
             raise AssertionError(f"put_deployment accepted {kwargs}")
         except exc:
             pass

@@ -1,0 +1,57 @@
+# mlpilot — two commands: `make demo` (the platform with its guided tour) and `make test` (the whole suite).
+# Both create .venv and install pinned dependencies (constraints.txt) on a machine with Python >= 3.10 and make.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo up test test-fast lint typecheck install lock clean help
+
+help:
+	@echo "make demo        run the platform with its guided tour (DEMO_ARGS=--exit to stop after the tour)"
+	@echo "make up          run the server on ./.mlpilot"
+	@echo "make test        the whole test suite, lint and type checks (what CI runs)"
+	@echo "make test-fast   unit and fast integration tests only"
+	@echo "make lock        re-pin constraints.txt from a fresh resolve"
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "mlpilot needs Python >= 3.10; set PYTHON=python3.X")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mlpilot demo $(DEMO_ARGS)
+
+up: $(STAMP)
+	$(BIN)/mlpilot up
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/python -m pip install --quiet --upgrade pip
+	.lockenv/bin/python -m pip install --quiet '.[all,dev]'
+	( echo "# Pinned versions for reproducible installs: make lock regenerates this file."; \
+	  .lockenv/bin/python -m pip freeze --exclude mlpilot ) > constraints.txt
+	rm -rf .lockenv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
