@@ -127,3 +127,13 @@ def pyfunc_case() -> ModelCase:
 
 
 ALL_CASES = [sklearn_case, skops_case, xgboost_case, lightgbm_case, onnx_case, pyfunc_case]
+
+
+class SlowRowSum:
+    """A pyfunc model that takes 50 ms per call (a slow shadow)."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        import time
+
+        time.sleep(0.05)
+        return (np.asarray(X, dtype=float).sum(axis=1) > 10).astype(np.int64)

@@ -12,7 +12,8 @@ Importing mlpilot starts no threads and configures no logging.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 __version__ = "0.1.0"
 
@@ -47,11 +48,11 @@ from mlpilot.records import (
 )
 from mlpilot.settings import Settings
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from mlpilot.client import Client
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     # The SDK pulls in httpx, pandas and the flavors; load it on first use so `import mlpilot` stays light.
     if name == "Client":
         from mlpilot.client import Client

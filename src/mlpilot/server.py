@@ -1,30 +1,158 @@
-"""``serve``: run the platform's HTTP server in the foreground (what ``mlpilot up`` and the demo call)."""
+"""The server process: one ASGI app serving the data plane (OIP v2 REST, ``/metrics``), the control API, and a
+gRPC server on the same event loop; ``serve`` runs it under uvicorn (``mlpilot up``).
+
+Startup order: load the current snapshot (so ``/v2/health/ready`` is true only once models are loaded), start
+the snapshot feed, start gRPC. Shutdown reverses it. In embedded mode (the SDK without a server) the data plane
+starts lazily on the first inference request instead.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+from typing import Any
 
-from mlpilot.app import build_api, build_platform
+from mlpilot import __version__
+from mlpilot.app import Platform, build_api, build_platform
+from mlpilot.deployments.feed import SnapshotFeed
+from mlpilot.serving.dataplane import DataPlane
+from mlpilot.serving.http import InferenceApp, Receive, Scope, Send
 from mlpilot.settings import Settings
 
 log = logging.getLogger("mlpilot.server")
 
 
+class PlatformServer:
+    """ASGI app of a whole mlpilot server process.
+
+    Invariants: the data plane is started at most once (lifespan startup, or lazily on the first ``/v2`` or
+    ``/metrics`` request when no lifespan runs); the feed is the only writer of the data plane's snapshot.
+    """
+
+    def __init__(self, platform: Platform, *, grpc_port: int | None = None) -> None:
+        s = platform.settings
+        self.platform = platform
+        self.dataplane = DataPlane(platform.blobs, unload_grace_s=s.server.unload_grace_s)
+        self.control = build_api(platform)
+        self.http = InferenceApp(
+            self.dataplane, fallback=self.control, max_body_bytes=s.server.max_body_bytes, server_version=__version__
+        )
+        self.feed = SnapshotFeed(
+            platform.deployments,
+            self.dataplane.apply,
+            lambda: self.dataplane.snapshot_version,
+            interval_s=s.server.snapshot_poll_s,
+        )
+        self.control.state.feed = self.feed
+        self.grpc_port = grpc_port
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._grpc: Any = None
+
+    async def start(self) -> None:
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            try:
+                await self.feed.sync_once()
+            except Exception as exc:  # a store outage at boot must not stop the process; the feed retries
+                log.error("initial snapshot failed: %s", exc)
+            self._tasks.append(asyncio.get_running_loop().create_task(self.feed.run(), name="mlpilot-feed"))
+            if self.grpc_port is not None:
+                from mlpilot.serving.grpc import start_grpc_server
+
+                self._grpc = await start_grpc_server(
+                    self.dataplane, self.platform.settings.server.host, self.grpc_port, __version__
+                )
+            self._started = True
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=2)
+            self._grpc = None
+        await self.dataplane.close()
+        self._started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if (
+            not self._started
+            and scope["type"] == "http"
+            and (scope["path"].startswith("/v2") or scope["path"] == "/metrics")
+        ):
+            await self.start()
+        await self.http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                self.platform.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def build_server(settings: Settings) -> PlatformServer:
+    """The server app for ``settings`` (what uvicorn runs)."""
+    s = settings.server
+    return PlatformServer(build_platform(settings), grpc_port=s.grpc_port if s.grpc else None)
+
+
+def worker_app() -> PlatformServer:
+    """Factory for multi-worker mode: each worker process wires itself from the environment."""
+    return build_server(Settings())
+
+
 def serve(settings: Settings) -> None:
-    """Serve the control API on ``settings.server`` until interrupted; the store is closed on the way out."""
+    """Run the server in the foreground until interrupted (``mlpilot up``)."""
     import uvicorn
 
-    platform = build_platform(settings)
-    try:
-        app = build_api(platform)
-        host, port = settings.server.host, settings.server.port
-        print(
-            f"mlpilot serving on http://{host}:{port}  (home {settings.home.resolve()}, "
-            f"store {platform.store.engine.url.render_as_string(hide_password=True)})"
-        )
-        print(f"  control API  http://{host}:{port}/api/v1   OpenAPI http://{host}:{port}/docs")
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            print("  WARNING: no authentication yet — anyone who can reach this address can change deployments")
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
-    finally:
-        platform.close()
+    s = settings.server
+    host, port = s.host, s.port
+    print(f"mlpilot {__version__} serving on http://{host}:{port}  (home {settings.home.resolve()})")
+    print(
+        f"  inference  http://{host}:{port}/v2   gRPC {host}:{s.grpc_port if s.grpc else '-'}   "
+        f"metrics http://{host}:{port}/metrics"
+    )
+    print(f"  control    http://{host}:{port}/api/v1   OpenAPI http://{host}:{port}/docs")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print("  WARNING: no authentication yet: anyone who can reach this address can change deployments")
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+    }
+    if s.workers > 1:
+        # Workers rebuild their settings from the environment: export the ones given on the command line.
+        os.environ["MLPILOT_HOME"] = str(settings.home.resolve())
+        if settings.store.url:
+            os.environ["MLPILOT_STORE__URL"] = settings.store.url
+        os.environ["MLPILOT_SERVER__GRPC_PORT"] = str(s.grpc_port)
+        os.environ["MLPILOT_SERVER__GRPC"] = "1" if s.grpc else "0"
+        build_platform(settings).close()  # migrate once before the workers race to do it
+        uvicorn.run("mlpilot.server:worker_app", factory=True, workers=s.workers, **common)
+    else:
+        uvicorn.run(build_server(settings), **common)

@@ -29,6 +29,17 @@ class ArtifactSettings(BaseModel):
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
+    #: OIP v2 gRPC on this port (same process, same data plane); ``grpc=False`` turns it off.
+    grpc: bool = True
+    grpc_port: int = 8001
+    #: worker processes (each loads every deployment and follows the snapshot feed).
+    workers: int = 1
+    #: largest inference request body, in bytes (413 beyond).
+    max_body_bytes: int = 64 * 1024**2
+    #: how often the data plane checks the store for a new routing snapshot, in seconds.
+    snapshot_poll_s: float = 0.2
+    #: how long an unloaded variant's runtime lives on for in-flight requests, in seconds.
+    unload_grace_s: float = 5.0
 
 
 class Settings(BaseSettings):

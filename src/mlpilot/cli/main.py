@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from mlpilot import __version__
-from mlpilot.cli import deploy, registry, server
+from mlpilot.cli import deploy, predict, registry, server
 from mlpilot.cli.context import CliContext
 from mlpilot.cli.output import err_console
 from mlpilot.errors import MlpilotError
@@ -46,6 +46,7 @@ def _global(
 registry.install(app)
 deploy.install(app)
 server.install(app)
+predict.install(app)
 
 
 def main() -> None:

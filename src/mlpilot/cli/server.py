@@ -11,9 +11,12 @@ from mlpilot.cli.output import console
 def up_command(
     ctx: typer.Context,
     host: str = typer.Option(None, "--host", help="bind address (default 127.0.0.1)"),
-    port: int = typer.Option(None, "--port", help="port (default 8000)"),
+    port: int = typer.Option(None, "--port", help="HTTP port (default 8000)"),
+    grpc_port: int = typer.Option(None, "--grpc-port", help="gRPC port (default 8001)"),
+    no_grpc: bool = typer.Option(False, "--no-grpc", help="do not serve gRPC"),
+    workers: int = typer.Option(None, "--workers", min=1, help="worker processes (default 1)"),
 ) -> None:
-    """Run the server in the foreground: control API (and, as they land, data plane and dashboard)."""
+    """Run the server in the foreground: OIP v2 REST + gRPC, /metrics, and the control API."""
     from mlpilot.server import serve
 
     obj: CliContext = ctx.obj
@@ -22,6 +25,12 @@ def up_command(
         settings.server.host = host
     if port:
         settings.server.port = port
+    if grpc_port:
+        settings.server.grpc_port = grpc_port
+    if no_grpc:
+        settings.server.grpc = False
+    if workers:
+        settings.server.workers = workers
     serve(settings)
 
 

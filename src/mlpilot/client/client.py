@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pandas as pd
 
 from mlpilot.blobs import BlobStore
+from mlpilot.client.oip import Prediction, build_request, parse_response
 from mlpilot.errors import (
     IntegrityError,
     InvalidArgument,
@@ -75,14 +77,17 @@ class Client:
             self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
             self._cache = BlobStore(Path(os.environ.get("MLPILOT_CACHE", Path.home() / ".cache" / "mlpilot")))
         else:
-            from mlpilot.app import build_api, build_platform
+            from mlpilot.app import build_platform
             from mlpilot.client.transport import InProcessTransport
+            from mlpilot.server import PlatformServer
 
             if settings is None:
                 settings = Settings(home=Path(home)) if home is not None else Settings()
             self.url = None
             self._platform = build_platform(settings)
-            transport = InProcessTransport(build_api(self._platform))
+            # The whole server app, in-process: the data plane starts on the first prediction only.
+            server = PlatformServer(self._platform)
+            transport = InProcessTransport(server, on_close=server.stop)
             self._http = httpx.Client(base_url="http://embedded", transport=transport, timeout=None, headers=headers)
             self._cache = BlobStore(settings.home / "cache")
 
@@ -101,7 +106,7 @@ class Client:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, API + path, **kwargs)
+            response = self._http.request(method, path if path.startswith("/v2") else API + path, **kwargs)
         except httpx.TransportError as exc:
             raise Unavailable(f"cannot reach the mlpilot server at {self.url}: {exc}") from exc
         if response.status_code >= 400:
@@ -367,6 +372,51 @@ class Client:
         """The current routing snapshot (what the data plane serves)."""
         result: dict[str, Any] = self._json("GET", "/snapshot")
         return result
+
+    # ------------------------------------------------------------------------------------------ inference
+
+    def model_metadata(self, deployment: str, version: str | None = None) -> dict[str, Any]:
+        """OIP model metadata of a served deployment (inputs, outputs, versions)."""
+        path = f"/v2/models/{deployment}" + (f"/versions/{version}" if version else "")
+        result: dict[str, Any] = self._json("GET", path)
+        return result
+
+    def predict(
+        self,
+        deployment: str,
+        data: Any,
+        *,
+        version: str | int | None = None,
+        headers: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> Prediction:
+        """Predict through the data plane (OIP v2 REST), routed like any client's request.
+
+        Args:
+            data: a DataFrame, dict of column -> values, list of row dicts, array (single-input models), or a
+                complete OIP request body.
+            version: pin a model version or variant name (``/versions/{v}``) instead of the traffic split.
+            headers: e.g. the deployment's sticky-routing header.
+
+        Returns:
+            A :class:`~mlpilot.client.oip.Prediction` (``.outputs``, ``.variant``, ``.request_id``).
+        """
+        v = str(version) if version is not None else None
+        body = build_request(
+            data,
+            {} if isinstance(data, Mapping) and "inputs" in data else self.model_metadata(deployment, v),
+            request_id,
+        )
+        path = f"/v2/models/{deployment}" + (f"/versions/{v}" if v else "") + "/infer"
+        response = self._call(
+            "POST",
+            path,
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json", **dict(headers or {})},
+        )
+        return parse_response(
+            response.json(), response.headers.get("x-mlpilot-variant"), response.headers.get("x-request-id")
+        )
 
     # ------------------------------------------------------------------------------------------ events
 

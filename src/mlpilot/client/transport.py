@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
 
 
 class InProcessTransport(httpx.BaseTransport):
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, on_close: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
         self._app = app
+        self._on_close = on_close
         self._asgi = httpx.ASGITransport(app=app)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -46,6 +48,8 @@ class InProcessTransport(httpx.BaseTransport):
     def close(self) -> None:
         with self._lock:
             if self._loop is not None:
+                if self._on_close is not None:
+                    asyncio.run_coroutine_threadsafe(self._on_close(), self._loop).result(timeout=30)
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 if self._thread is not None:
                     self._thread.join(timeout=5)

@@ -54,6 +54,7 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    allow_nan: bool = False  # floating inputs: accept NaN/inf (inferred from a sample that has missing values)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -66,12 +67,20 @@ class TensorSpec:
             raise SignatureError(f"tensor {self.name!r}: shape {list(self.shape)} must hold positive ints or -1")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        d: dict[str, Any] = {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        if self.allow_nan:
+            d["allow_nan"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
         try:
-            return cls(name=str(d["name"]), datatype=str(d["datatype"]), shape=tuple(int(x) for x in d["shape"]))
+            return cls(
+                name=str(d["name"]),
+                datatype=str(d["datatype"]),
+                shape=tuple(int(x) for x in d["shape"]),
+                allow_nan=bool(d.get("allow_nan", False)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise SignatureError(f"bad tensor spec {dict(d)!r}: needs name, datatype and shape") from exc
 
@@ -141,6 +150,11 @@ class Signature:
         return sorted(problems)
 
 
+def _has_nan(values: Any) -> bool:
+    arr = np.asarray(values)
+    return bool(arr.dtype.kind == "f" and not np.isfinite(arr).all())
+
+
 def _batch_shape(arr: np.ndarray) -> tuple[int, ...]:
     return (-1, *arr.shape[1:]) if arr.ndim else (-1,)
 
@@ -163,18 +177,18 @@ def infer_signature(sample: Any, outputs: Mapping[str, Any] | None = None) -> Si
         if len(sample) == 0:
             raise SignatureError("the sample has no rows; give at least one example row")
         for col in sample.columns:
-            inputs.append(TensorSpec(str(col), datatype_of(sample[col]), (-1,)))
+            inputs.append(TensorSpec(str(col), datatype_of(sample[col]), (-1,), _has_nan(sample[col])))
     elif isinstance(sample, Mapping):
         for key, value in sample.items():
             arr = np.asarray(value)
-            inputs.append(TensorSpec(str(key), datatype_of(arr), _batch_shape(arr)))
+            inputs.append(TensorSpec(str(key), datatype_of(arr), _batch_shape(arr), _has_nan(arr)))
     else:
         arr = np.asarray(sample)
         if arr.size == 0:
             raise SignatureError("the sample is empty; give at least one example row")
         if arr.ndim == 1:
             arr = arr.reshape(1, -1)
-        inputs.append(TensorSpec("input-0", datatype_of(arr), _batch_shape(arr)))
+        inputs.append(TensorSpec("input-0", datatype_of(arr), _batch_shape(arr), _has_nan(arr)))
     outs: list[TensorSpec] = []
     for name, value in (outputs or {}).items():
         arr = np.asarray(value)

@@ -75,7 +75,7 @@ def _workflow(home: Path, files: dict[str, Path], url: str | None = None) -> Non
         (("traffic", "set", "iris", "iris-v2=70", "old=20"), "sum to 100"),
         (("deploy", "iris", "--model", "iris:9"), "no version 9"),
         (("models", "show", "nope"), "no artifact named 'nope'"),
-        (("models", "register", "x", str(files["sample"]), "--flavor", "keras"), "unknown flavor"),
+        (("models", "register", "x", str(files["sample"]), "--flavor", "keras"), "unknown model flavor"),
         (("aliases", "set", "iris", "champion", "1", "--expect", "1"), "expected version 1"),
         (("traffic", "set", "iris", "iris-v2"), "VARIANT=INTEGER"),
     ]:

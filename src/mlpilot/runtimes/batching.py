@@ -1,0 +1,153 @@
+"""Adaptive batching as a wrapper runtime: concurrent requests are merged into one ``predict`` call.
+
+The batcher is adaptive: while the model is busy, arriving requests queue up and are all taken by the next call
+(up to ``max_batch_size``), so batches grow with load and a lone request is never held longer than
+``max_wait_ms``. Outputs are split back by row counts. A batch whose outputs cannot be split (not one row per
+input row) fails every request in it with ``InferenceError`` rather than guessing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from mlpilot.errors import InferenceError, Unavailable
+from mlpilot.runtimes.base import Runtime, RuntimeTags
+
+_Item = tuple[Any, int, "asyncio.Future[dict[str, np.ndarray]]"]
+
+
+def _rows(inputs: Any) -> int:
+    if isinstance(inputs, dict):
+        return len(next(iter(inputs.values())))
+    return len(inputs)
+
+
+def _merge(parts: list[Any]) -> Any:
+    first = parts[0]
+    if isinstance(first, np.ndarray):
+        return np.concatenate(parts, axis=0)
+    if isinstance(first, dict):
+        return {k: np.concatenate([p[k] for p in parts], axis=0) for k in first}
+    import pandas as pd
+
+    return pd.concat(parts, ignore_index=True)
+
+
+class BatchingRuntime(Runtime):
+    """Wrap ``inner`` with adaptive batching.
+
+    Args:
+        max_batch_size: most requests merged into one call.
+        max_wait_ms: longest time the first request of a batch waits for company when the model is idle.
+        observe_batch: called with each batch's size (for metrics); must be cheap.
+    """
+
+    def __init__(
+        self,
+        inner: Runtime,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 0.0,
+        observe_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.tags = RuntimeTags(batchable=True, columnar=inner.tags.columnar)
+        self._observe = observe_batch
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    async def load(self) -> None:
+        await self.inner.load()
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.get_running_loop().create_task(self._run(), name="mlpilot-batcher")
+
+    async def predict(self, inputs: Any) -> dict[str, np.ndarray]:
+        if self._queue is None:
+            raise Unavailable("the model is not loaded")
+        fut: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((inputs, _rows(inputs), fut))
+        return await fut
+
+    async def _collect(self, queue: asyncio.Queue[_Item]) -> list[_Item]:
+        batch = [await queue.get()]
+        while len(batch) < self.max_batch_size and not queue.empty():
+            batch.append(queue.get_nowait())
+        if len(batch) < self.max_batch_size and self.max_wait_s > 0:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.max_wait_s
+            while len(batch) < self.max_batch_size:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+        return batch
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            batch = await self._collect(queue)
+            batch = [b for b in batch if not b[2].done()]  # cancelled by a client that went away
+            if not batch:
+                continue
+            if self._observe is not None:
+                self._observe(len(batch))
+            try:
+                if len(batch) == 1:
+                    results = [await self.inner.predict(batch[0][0])]
+                else:
+                    results = self._split(await self.inner.predict(_merge([b[0] for b in batch])), batch)
+            except Exception as exc:  # delivered to every waiting request of this batch
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, _, fut), res in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(res)
+
+    @staticmethod
+    def _split(outputs: dict[str, np.ndarray], batch: list[_Item]) -> list[dict[str, np.ndarray]]:
+        total = sum(n for _, n, _ in batch)
+        for name, arr in outputs.items():
+            if np.ndim(arr) == 0 or len(arr) != total:
+                raise InferenceError(
+                    f"output {name!r} has {np.shape(arr)} for a batch of {total} rows; this model cannot be batched"
+                )
+        results = []
+        start = 0
+        for _, n, _ in batch:
+            results.append({k: v[start : start + n] for k, v in outputs.items()})
+            start += n
+        return results
+
+    async def unload(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        if self._queue is not None:
+            while not self._queue.empty():
+                _, _, fut = self._queue.get_nowait()
+                if not fut.done():
+                    fut.set_exception(Unavailable("the model was unloaded"))
+        await self.inner.unload()
+
+    def health(self) -> None:
+        if self._worker is None or self._worker.done():
+            raise Unavailable("the batcher is not running")
+        self.inner.health()

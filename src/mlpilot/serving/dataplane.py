@@ -1,0 +1,428 @@
+"""The transport-free data plane: serves the deployments of the last ``RoutingSnapshot`` it was given.
+
+Invariants:
+
+* ``apply(snapshot)`` loads what is new *before* switching: the switch is one reference assignment, so a request
+  sees either the old or the new routing, never a mix, and no request fails because of a change. Runtimes that
+  are unchanged (same digest, flavor and runtime options) are reused, not reloaded.
+* A deployment whose new variants fail to load keeps serving its previous routing; the failure is reported in
+  ``status()``. Older snapshots (lower version) are ignored.
+* Shadow variants run after the primary answer is computed, on their own executor, bounded; when saturated they
+  are dropped and counted, never queued behind the primary.
+* REST and gRPC call the same methods; transports own only their codecs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlpilot.blobs import BlobStore
+from mlpilot.errors import InvalidArgument, MlpilotError, NotFound, Unavailable
+from mlpilot.protocol.signature import Signature
+from mlpilot.runtimes import BatchingRuntime, FlavorRuntime, Runtime
+from mlpilot.serving.codec import DecodedRequest
+from mlpilot.serving.metrics import Metrics, VariantMetrics
+from mlpilot.serving.router import SplitTable
+from mlpilot.serving.snapshot import DeploymentRoute, RoutingSnapshot, VariantRoute
+from mlpilot.serving.validate import InputValidator
+
+log = logging.getLogger("mlpilot.serving")
+
+
+@dataclass
+class InferenceRecord:
+    """One served request (primary or shadow), as the request log will store it."""
+
+    ts: float
+    request_id: str
+    deployment: str
+    variant: str
+    model: str
+    status: str
+    latency_s: float
+    shadow: bool = False
+    sticky_key: str | None = None
+    error: str | None = None
+    outputs: dict[str, np.ndarray] | None = None
+
+
+class RecentRecords:
+    """The default record sink: the last ``maxlen`` records in memory (the request log replaces it)."""
+
+    def __init__(self, maxlen: int = 10_000) -> None:
+        self.records: deque[InferenceRecord] = deque(maxlen=maxlen)
+
+    def __call__(self, record: InferenceRecord) -> None:
+        self.records.append(record)
+
+
+@dataclass
+class LoadedVariant:
+    route: VariantRoute
+    runtime: Runtime
+    validator: InputValidator
+    metrics: VariantMetrics
+    key: tuple[Any, ...]
+    signature: Signature | None
+    output_names: list[str] = field(default_factory=list)
+
+    @property
+    def version(self) -> str:
+        return str(self.route.model.version)
+
+
+@dataclass
+class LoadedDeployment:
+    route: DeploymentRoute
+    variants: dict[str, LoadedVariant]
+    split: SplitTable | None
+    by_version: dict[str, str]
+    shadows: list[LoadedVariant]
+
+
+@dataclass
+class InferResult:
+    variant: LoadedVariant
+    outputs: dict[str, np.ndarray]
+    predict_s: float
+
+
+def _variant_key(d: str, v: VariantRoute) -> tuple[Any, ...]:
+    m = v.model
+    return (
+        d,
+        v.name,
+        m.digest,
+        m.flavor,
+        repr(sorted(m.flavor_metadata.items())),
+        repr(m.signature),
+        v.max_batch_size,
+        v.max_wait_ms,
+    )
+
+
+class DataPlane:
+    """Serve deployments from routing snapshots.
+
+    Args:
+        blobs: where model bytes are read from (digest-verified).
+        metrics: Prometheus metrics (a private registry).
+        sink: called with every :class:`InferenceRecord` (must not block).
+        executor: runs sync model code for primaries; ``shadow_executor`` for shadows.
+        shadow_limit: most shadow predictions in flight before new ones are dropped.
+    """
+
+    def __init__(
+        self,
+        blobs: BlobStore,
+        *,
+        metrics: Metrics | None = None,
+        sink: Callable[[InferenceRecord], None] | None = None,
+        executor: Executor | None = None,
+        shadow_executor: Executor | None = None,
+        shadow_limit: int = 64,
+        unload_grace_s: float = 5.0,
+    ) -> None:
+        self.blobs = blobs
+        self.metrics = metrics or Metrics()
+        self.sink = sink or RecentRecords()
+        self._executor = executor or ThreadPoolExecutor(max(2, (os.cpu_count() or 2)), "mlpilot-predict")
+        self._shadow_executor = shadow_executor or ThreadPoolExecutor(1, "mlpilot-shadow")
+        self._shadow_slots = shadow_limit
+        self._unload_grace_s = unload_grace_s
+        self._deployments: dict[str, LoadedDeployment] = {}
+        self._snapshot = RoutingSnapshot(version=0)
+        self._errors: dict[str, str] = {}
+        self._apply_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------------------------------ snapshots
+
+    @property
+    def snapshot_version(self) -> int:
+        return self._snapshot.version
+
+    async def apply(self, snapshot: RoutingSnapshot) -> bool:
+        """Switch to ``snapshot`` once its new runtimes are loaded. Returns False if it was not newer."""
+        async with self._apply_lock:
+            if snapshot.version <= self._snapshot.version:
+                return False
+            old_variants = {lv.key: lv for d in self._deployments.values() for lv in d.variants.values()}
+            new: dict[str, LoadedDeployment] = {}
+            errors: dict[str, str] = {}
+            created: list[LoadedVariant] = []
+            for name, route in snapshot.deployments.items():
+                try:
+                    new[name] = await self._load_deployment(route, old_variants, created)
+                except MlpilotError as exc:
+                    errors[name] = exc.message
+                    log.error("deployment %s: %s; keeping its previous routing", name, exc.message)
+                    if name in self._deployments:
+                        new[name] = self._deployments[name]
+            kept = {lv.key for d in new.values() for lv in d.variants.values()}
+            retired = [lv for k, lv in old_variants.items() if k not in kept]
+            retired += [lv for lv in created if lv.key not in kept]  # loaded for a deployment that then failed
+            self._deployments = new
+            self._snapshot = snapshot
+            self._errors = errors
+            self.metrics.snapshot_version.set(snapshot.version)
+            if retired:
+                self._spawn(self._retire(retired))
+            return True
+
+    async def _load_deployment(
+        self, route: DeploymentRoute, old: dict[tuple[Any, ...], LoadedVariant], created: list[LoadedVariant]
+    ) -> LoadedDeployment:
+        variants: dict[str, LoadedVariant] = {}
+        for v in route.variants:
+            key = _variant_key(route.name, v)
+            if key in old:
+                lv = old[key]
+                lv.route = v
+            else:
+                lv = await self._load_variant(route.name, v, key)
+                created.append(lv)
+            variants[v.name] = lv
+        order = [v.name for v in route.variants]
+        live = any(route.weights.get(n, 0) > 0 for n in order)
+        by_version: dict[str, str] = {}
+        for v in route.variants:  # live variants first, so /versions/N prefers the one taking traffic
+            if route.weights.get(v.name, 0) > 0:
+                by_version.setdefault(str(v.model.version), v.name)
+        for v in route.variants:
+            by_version.setdefault(str(v.model.version), v.name)
+            by_version.setdefault(v.name, v.name)
+        return LoadedDeployment(
+            route=route,
+            variants=variants,
+            split=SplitTable(route.weights, order) if live else None,
+            by_version=by_version,
+            shadows=[variants[s] for s in route.shadows if s in variants],
+        )
+
+    async def _load_variant(self, deployment: str, v: VariantRoute, key: tuple[Any, ...]) -> LoadedVariant:
+        sig = Signature.from_dict(v.model.signature) if v.model.signature else None
+        runtime: Runtime = FlavorRuntime(
+            self.blobs,
+            v.model.digest,
+            v.model.flavor,
+            v.model.flavor_metadata,
+            self._executor,
+            columnar=bool(sig and sig.columnar),
+        )
+        vm = self.metrics.variant(deployment, v.name)
+        if v.max_batch_size > 1:
+            batcher = BatchingRuntime(runtime, v.max_batch_size, v.max_wait_ms, observe_batch=vm.batch.observe)
+            self.metrics.watch_queue(deployment, v.name, lambda: float(batcher.queue_depth))
+            runtime = batcher
+        await runtime.load()
+        outputs = [o["name"] for o in (v.model.signature or {}).get("outputs", [])]
+        return LoadedVariant(
+            route=v,
+            runtime=runtime,
+            validator=InputValidator(sig),
+            metrics=vm,
+            key=key,
+            signature=sig,
+            output_names=outputs,
+        )
+
+    async def _retire(self, variants: list[LoadedVariant]) -> None:
+        await asyncio.sleep(self._unload_grace_s)  # let in-flight requests on the old routing finish
+        for lv in variants:
+            with contextlib.suppress(Exception):
+                await lv.runtime.unload()
+            self.metrics.forget(lv.key[0], lv.route.name)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        for d in self._deployments.values():
+            for lv in d.variants.values():
+                with contextlib.suppress(Exception):
+                    await lv.runtime.unload()
+        self._deployments = {}
+        if isinstance(self._executor, ThreadPoolExecutor):
+            self._executor.shutdown(wait=False)
+        if isinstance(self._shadow_executor, ThreadPoolExecutor):
+            self._shadow_executor.shutdown(wait=False)
+
+    # ------------------------------------------------------------------------------------------ discovery
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "snapshot_version": self._snapshot.version,
+            "deployments": sorted(self._deployments),
+            "errors": dict(self._errors),
+        }
+
+    def ready(self) -> bool:
+        return not self._errors and all(self._healthy(d) for d in self._deployments.values())
+
+    @staticmethod
+    def _healthy(d: LoadedDeployment) -> bool:
+        try:
+            for lv in d.variants.values():
+                lv.runtime.health()
+        except MlpilotError:
+            return False
+        return True
+
+    def deployment(self, name: str) -> LoadedDeployment:
+        d = self._deployments.get(name)
+        if d is None:
+            raise NotFound(f"unknown model {name!r}; served models are {sorted(self._deployments)}")
+        return d
+
+    def variant_for(self, name: str, version: str | None) -> LoadedVariant:
+        d = self.deployment(name)
+        if version is None:
+            raise InvalidArgument("a version is required here")
+        vname = d.by_version.get(version)
+        if vname is None:
+            raise NotFound(f"model {name!r} has no version {version!r}; it serves {sorted(set(d.by_version))}")
+        return d.variants[vname]
+
+    def model_ready(self, name: str, version: str | None) -> bool:
+        d = self.deployment(name)
+        targets = [self.variant_for(name, version)] if version is not None else list(d.variants.values())
+        try:
+            for lv in targets:
+                lv.runtime.health()
+        except MlpilotError:
+            return False
+        return True
+
+    def metadata(self, name: str, version: str | None) -> dict[str, Any]:
+        d = self.deployment(name)
+        if version is not None:
+            lv = self.variant_for(name, version)
+        else:
+            primary = d.split.choose(0.0) if d.split else d.route.variants[0].name
+            lv = d.variants[primary]
+        sig = lv.signature
+        return {
+            "name": name,
+            "versions": sorted({str(v.route.model.version) for v in d.variants.values()}, key=_version_sort),
+            "platform": lv.route.model.flavor,
+            "inputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in sig.inputs]
+            if sig
+            else [],
+            "outputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in sig.outputs]
+            if sig
+            else [],
+            "parameters": {"variant": lv.route.name, "model": f"{lv.route.model.name}:{lv.route.model.version}"},
+        }
+
+    # ------------------------------------------------------------------------------------------ inference
+
+    def choose(self, name: str, version: str | None, sticky_key: str | None) -> tuple[LoadedDeployment, LoadedVariant]:
+        d = self.deployment(name)
+        if version is not None:
+            return d, self.variant_for(name, version)
+        if d.split is None:
+            raise Unavailable(f"model {name!r} has no variant taking traffic (all weights are 0)")
+        return d, d.variants[d.split.route(sticky_key)]
+
+    async def infer(
+        self,
+        d: LoadedDeployment,
+        lv: LoadedVariant,
+        request: DecodedRequest,
+        request_id: str,
+        sticky_key: str | None = None,
+    ) -> InferResult:
+        """Validate and predict on the chosen variant; mirror to shadows afterwards."""
+        model_input = lv.validator(request.inputs)
+        t0 = time.perf_counter()
+        try:
+            outputs = await lv.runtime.predict(model_input)
+        except MlpilotError as exc:
+            self._record(d, lv, request_id, "error", time.perf_counter() - t0, sticky_key, exc)
+            raise
+        predict_s = time.perf_counter() - t0
+        self._record(d, lv, request_id, "ok", predict_s, sticky_key, None, outputs)
+        for shadow in d.shadows:
+            self._mirror(d, shadow, request, request_id, sticky_key)
+        return InferResult(lv, outputs, predict_s)
+
+    def _record(
+        self,
+        d: LoadedDeployment,
+        lv: LoadedVariant,
+        request_id: str,
+        status: str,
+        latency: float,
+        sticky_key: str | None,
+        exc: MlpilotError | None,
+        outputs: dict[str, np.ndarray] | None = None,
+        shadow: bool = False,
+    ) -> None:
+        self.sink(
+            InferenceRecord(
+                ts=time.time(),
+                request_id=request_id,
+                deployment=d.route.name,
+                variant=lv.route.name,
+                model=f"{lv.route.model.name}:{lv.route.model.version}",
+                status=status,
+                latency_s=latency,
+                shadow=shadow,
+                sticky_key=sticky_key,
+                error=exc.message if exc else None,
+                outputs=outputs,
+            )
+        )
+
+    def _mirror(
+        self, d: LoadedDeployment, lv: LoadedVariant, request: DecodedRequest, request_id: str, sticky_key: str | None
+    ) -> None:
+        if self._shadow_slots <= 0:
+            self.metrics.shadow_dropped.labels(d.route.name, lv.route.name).inc()
+            return
+        self._shadow_slots -= 1
+        self._spawn(self._shadow(d, lv, request, request_id, sticky_key))
+
+    async def _shadow(
+        self, d: LoadedDeployment, lv: LoadedVariant, request: DecodedRequest, request_id: str, sticky_key: str | None
+    ) -> None:
+        t0 = time.perf_counter()
+        try:
+            model_input = lv.validator(request.inputs)
+            runtime = lv.runtime
+            if isinstance(runtime, FlavorRuntime):
+                outputs = await asyncio.get_running_loop().run_in_executor(
+                    self._shadow_executor, runtime.predict_sync, model_input
+                )
+            else:
+                outputs = await runtime.predict(model_input)
+            self._record(d, lv, request_id, "ok", time.perf_counter() - t0, sticky_key, None, outputs, shadow=True)
+            lv.metrics.requests["ok"].inc()
+        except MlpilotError as exc:
+            self._record(d, lv, request_id, "error", time.perf_counter() - t0, sticky_key, exc, shadow=True)
+            lv.metrics.requests["server_error"].inc()
+        except Exception as exc:  # a shadow must never take anything down; count it as a server error
+            log.warning("shadow %s/%s failed: %r", d.route.name, lv.route.name, exc)
+            lv.metrics.requests["server_error"].inc()
+        finally:
+            self._shadow_slots += 1
+
+
+def _version_sort(v: str) -> tuple[int, str]:
+    return (0, f"{int(v):012d}") if v.isdigit() else (1, v)

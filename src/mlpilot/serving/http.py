@@ -1,0 +1,226 @@
+"""Open Inference Protocol v2 over HTTP: a raw ASGI app (no framework on the hot path), orjson, pure ASGI.
+
+Paths it owns: ``/v2…`` and ``/metrics``; everything else goes to ``fallback`` (the control API, the dashboard).
+Errors are ``{"error": "…"}`` with the status of the error's kind; every response carries ``x-request-id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from mlpilot.errors import HTTP_STATUS, InvalidArgument, MlpilotError, NotFound
+from mlpilot.serving.codec import HEADER, decode_request, encode_response
+from mlpilot.serving.dataplane import DataPlane
+
+log = logging.getLogger("mlpilot.serving")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_JSON = b"application/json"
+_OCTET = b"application/octet-stream"
+
+
+class PayloadTooLarge(InvalidArgument):
+    pass
+
+
+def _new_id() -> str:
+    return os.urandom(12).hex()
+
+
+class InferenceApp:
+    """The OIP v2 REST edge of a :class:`DataPlane`.
+
+    Args:
+        dataplane: what serves.
+        fallback: ASGI app for every other path (404 JSON when absent).
+        max_body_bytes: larger request bodies get 413 before being read fully.
+        server_name / server_version: reported by ``GET /v2``.
+    """
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        fallback: ASGIApp | None = None,
+        max_body_bytes: int = 64 * 1024**2,
+        server_name: str = "mlpilot",
+        server_version: str = "",
+    ) -> None:
+        self.dp = dataplane
+        self.fallback = fallback
+        self.max_body = max_body_bytes
+        self._server_meta = orjson.dumps(
+            {
+                "name": server_name,
+                "version": server_version,
+                "extensions": ["binary_tensor_data", "model_repository_readonly"],
+            }
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if self.fallback is not None:
+                await self.fallback(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.startswith("/v2"):
+            await self._v2(scope, receive, send, path)
+        elif path == "/metrics":
+            body, ctype = self.dp.metrics.render()
+            await _respond(send, 200, body, ctype.encode(), None)
+        elif self.fallback is not None:
+            await self.fallback(scope, receive, send)
+        else:
+            await _respond(send, 404, b'{"error":"not found"}', _JSON, None)
+
+    async def _v2(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        request_id = _header(scope, b"x-request-id") or _new_id()
+        method = scope["method"]
+        parts = path.rstrip("/").split("/")[2:]  # after "", "v2"
+        try:
+            if method == "POST" and parts and parts[-1] == "infer":
+                await self._infer(scope, receive, send, parts, request_id)
+                return
+            if method not in ("GET", "HEAD"):
+                raise InvalidArgument(f"{method} is not allowed on {path}")
+            await self._get(send, parts, request_id, path)
+        except MlpilotError as exc:
+            reason = "not_found" if isinstance(exc, NotFound) else "bad_request"
+            if isinstance(exc, PayloadTooLarge):
+                reason = "too_large"
+            self.dp.metrics.unmatched[reason].inc()
+            status = 413 if isinstance(exc, PayloadTooLarge) else HTTP_STATUS[exc.kind]
+            await _respond(send, status, orjson.dumps({"error": exc.message}), _JSON, request_id)
+        except Exception:
+            log.exception("unexpected error on %s", path)
+            self.dp.metrics.unmatched["internal"].inc()
+            await _respond(send, 500, b'{"error":"internal error; this is a bug"}', _JSON, request_id)
+
+    async def _get(self, send: Send, parts: list[str], request_id: str, path: str) -> None:
+        n = len(parts)
+        if n == 0:
+            await _respond(send, 200, self._server_meta, _JSON, request_id)
+            return
+        if parts[0] == "health" and n == 2 and parts[1] in ("live", "ready"):
+            ok = parts[1] == "live" or self.dp.ready()
+            await _respond(send, 200 if ok else 503, b"{}" if ok else b'{"error":"not ready"}', _JSON, request_id)
+            return
+        if parts[0] == "models" and n >= 2:
+            name, rest = parts[1], parts[2:]
+            version = None
+            if len(rest) >= 2 and rest[0] == "versions":
+                version, rest = rest[1], rest[2:]
+            if not rest:
+                body = orjson.dumps(self.dp.metadata(name, version))
+                await _respond(send, 200, body, _JSON, request_id)
+                return
+            if rest == ["ready"]:
+                ok = self.dp.model_ready(name, version)
+                await _respond(
+                    send, 200 if ok else 503, b"{}" if ok else b'{"error":"model not ready"}', _JSON, request_id
+                )
+                return
+        raise NotFound(f"no such endpoint: {path}")
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, parts: list[str], request_id: str) -> None:
+        t0 = time.perf_counter()
+        if len(parts) == 3 and parts[0] == "models":
+            name, version = parts[1], None
+        elif len(parts) == 5 and parts[0] == "models" and parts[2] == "versions":
+            name, version = parts[1], parts[3]
+        else:
+            raise NotFound(f"no such endpoint: {scope['path']}")
+        d = self.dp.deployment(name)  # 404 before reading a body for an unknown model
+        sticky_header = d.route.sticky_header
+        sticky = _header(scope, sticky_header.lower().encode()) if sticky_header else None
+        body = await self._read_body(scope, receive)
+        header_len_raw = _header(scope, HEADER.encode())
+        header_len = None
+        if header_len_raw is not None:
+            try:
+                header_len = int(header_len_raw)
+            except ValueError:
+                raise InvalidArgument(f"Inference-Header-Content-Length {header_len_raw!r} is not an integer") from None
+        decoded = decode_request(body, header_len)
+        t1 = time.perf_counter()
+        d, lv = self.dp.choose(name, version, sticky)
+        vm = lv.metrics
+        try:
+            result = await self.dp.infer(d, lv, decoded, request_id, sticky)
+            t2 = time.perf_counter()
+            wanted = decoded.outputs
+            outputs = result.outputs
+            if wanted is None:
+                selected = [(k, v, decoded.binary_output) for k, v in outputs.items()]
+            else:
+                selected = []
+                for o in wanted:
+                    if o.name not in outputs:
+                        raise InvalidArgument(f"unknown output {o.name!r}; the model returns {list(outputs)}")
+                    selected.append((o.name, outputs[o.name], o.binary or decoded.binary_output))
+            payload, json_len = encode_response(name, lv.version, selected, decoded.id)
+        except MlpilotError as exc:
+            vm.requests["server_error" if HTTP_STATUS[exc.kind] >= 500 else "client_error"].inc()
+            raise
+        t3 = time.perf_counter()
+        stages = vm.stages
+        stages["decode"].observe(t1 - t0)
+        stages["predict"].observe(result.predict_s)
+        stages["encode"].observe(t3 - t2)
+        stages["total"].observe(t3 - t0)
+        vm.requests["ok"].inc()
+        extra = [(b"inference-header-content-length", str(json_len).encode())] if json_len is not None else []
+        extra.append((b"x-mlpilot-variant", lv.route.name.encode()))
+        await _respond(send, 200, payload, _OCTET if json_len is not None else _JSON, request_id, extra)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {self.max_body} bytes")
+        chunks = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidArgument("the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLarge(f"request body exceeds the limit of {self.max_body} bytes")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    request_id: str | None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode()))
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
