@@ -136,12 +136,19 @@ class Event(Record):
 
 
 class BatchingOptions(Record):
+    """Adaptive batching: concurrent requests merged into one model call.
+
+    With ``max_wait_ms=0`` (the default) a request never waits for company: batches form only from requests that
+    queued while the model was busy, so latency at low load is unchanged and throughput grows with load.
+    ``max_batch_size=1`` turns batching off.
+    """
+
     max_batch_size: int = Field(32, ge=1, le=4096)
-    max_wait_ms: float = Field(2.0, ge=0, le=10_000)
+    max_wait_ms: float = Field(0.0, ge=0, le=10_000)
 
 
 class RuntimeOptions(Record):
-    batching: BatchingOptions | None = None
+    batching: BatchingOptions | None = Field(default_factory=BatchingOptions)
     replicas: int = Field(1, ge=1, le=1024)
     timeout_s: float = Field(30.0, gt=0, le=3600)
 

@@ -39,12 +39,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         v2 = c.register_model("lr", lr2, sample=X[:5])
         c.deploy("lr", v2.ref, variant="lr-v2")  # idle (weight 0): reachable by version path only
     grpc_port = free_port()
-    server = ServerProcess(home, extra_env={"MLPILOT_SERVER__GRPC_PORT": str(grpc_port),
-                                            "MLPILOT_SERVER__MAX_BODY_BYTES": str(256 * 1024)})
+    server = ServerProcess(
+        home, extra_env={"MLPILOT_SERVER__GRPC_PORT": str(grpc_port), "MLPILOT_SERVER__MAX_BODY_BYTES": str(256 * 1024)}
+    )
     try:
-        yield {"server": server, "grpc": f"127.0.0.1:{grpc_port}", "X": X, "Xf": Xf,
-               "expected": {"lr": lr.predict(X), "xgb": xg.predict(X), "onnx": lr.predict(Xf), "lr2": lr2.predict(X)},
-               "proba": {"lr": lr.predict_proba(X)}}
+        yield {
+            "server": server,
+            "grpc": f"127.0.0.1:{grpc_port}",
+            "X": X,
+            "Xf": Xf,
+            "expected": {"lr": lr.predict(X), "xgb": xg.predict(X), "onnx": lr.predict(Xf), "lr2": lr2.predict(X)},
+            "proba": {"lr": lr.predict_proba(X)},
+        }
     finally:
         server.stop()
 
@@ -99,8 +105,7 @@ def test_tritonclient_grpc(served: dict[str, Any], model: str) -> None:
     res = client.infer(model, [inp])
     np.testing.assert_array_equal(res.as_numpy(meta["outputs"][0]["name"]).ravel(), served["expected"][model])
     if model == "lr":
-        res = client.infer("lr", [inp], model_version="2",
-                           outputs=[grpcclient.InferRequestedOutput("predict_proba")])
+        res = client.infer("lr", [inp], model_version="2", outputs=[grpcclient.InferRequestedOutput("predict_proba")])
         assert res.as_numpy("predict_proba").shape == (len(x), 2) and res.as_numpy("predict") is None
 
 
@@ -123,13 +128,28 @@ def _post(served: dict[str, Any], path: str, body: bytes, headers: dict[str, str
 
 def _v2(x: Any, name: str = "input-0", datatype: str = "FP64", shape: list[int] | None = None) -> bytes:
     arr = np.asarray(x)
-    return orjson.dumps({"inputs": [{"name": name, "datatype": datatype, "shape": shape or list(arr.shape),
-                                     "data": arr.ravel().tolist()}]})
+    return orjson.dumps(
+        {
+            "inputs": [
+                {"name": name, "datatype": datatype, "shape": shape or list(arr.shape), "data": arr.ravel().tolist()}
+            ]
+        }
+    )
 
 
 def _binary(shape: list[int], raw: bytes, claimed: int | None = None) -> tuple[bytes, dict[str, str]]:
-    head = orjson.dumps({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": shape,
-                                     "parameters": {"binary_data_size": len(raw) if claimed is None else claimed}}]})
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "datatype": "FP64",
+                    "shape": shape,
+                    "parameters": {"binary_data_size": len(raw) if claimed is None else claimed},
+                }
+            ]
+        }
+    )
     return head + raw, {"Inference-Header-Content-Length": str(len(head))}
 
 
@@ -141,21 +161,46 @@ def test_bad_requests_are_4xx_with_clear_errors(served: dict[str, Any]) -> None:
         ("/v2/models/lr/infer", _v2(np.ones((1, 5))), {}, 400, "expected shape"),
         ("/v2/models/lr/infer", _v2([["a"] * 6], datatype="BYTES"), {}, 400, "expected datatype FP64"),
         ("/v2/models/lr/infer", _v2(row, name="wrong"), {}, 400, "missing inputs"),
-        ("/v2/models/lr/infer", orjson.dumps({"inputs": [
-            {"name": "input-0", "datatype": "FP64", "shape": [1, 6], "data": row.ravel().tolist()},
-            {"name": "extra", "datatype": "FP64", "shape": [1], "data": [1]}]}), {}, 400, "unexpected inputs"),
+        (
+            "/v2/models/lr/infer",
+            orjson.dumps(
+                {
+                    "inputs": [
+                        {"name": "input-0", "datatype": "FP64", "shape": [1, 6], "data": row.ravel().tolist()},
+                        {"name": "extra", "datatype": "FP64", "shape": [1], "data": [1]},
+                    ]
+                }
+            ),
+            {},
+            400,
+            "unexpected inputs",
+        ),
         ("/v2/models/lr/infer", *_binary([1, 6], struct.pack("<6d", *([float("nan")] * 6))), 400, "NaN"),
         ("/v2/models/nope/infer", _v2(row), {}, 404, "unknown model"),
         ("/v2/models/lr/versions/9/infer", _v2(row), {}, 404, "no version"),
         ("/v2/models/lr/infer", b'{"inputs": [', {}, 400, "malformed JSON"),
         ("/v2/models/lr/infer", b"x" * (300 * 1024), {}, 413, "exceeds the limit"),
-        ("/v2/models/lr/infer", body, {"Inference-Header-Content-Length": str(len(body) + 10)}, 400,
-         "Inference-Header-Content-Length"),
+        (
+            "/v2/models/lr/infer",
+            body,
+            {"Inference-Header-Content-Length": str(len(body) + 10)},
+            400,
+            "Inference-Header-Content-Length",
+        ),
         ("/v2/models/lr/infer", body[:-8], hdr, 400, "truncated"),
         ("/v2/models/lr/infer", body, {"Inference-Header-Content-Length": "abc"}, 400, "not an integer"),
-        ("/v2/models/lr/infer", orjson.dumps({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 6],
-                                                           "data": row.ravel().tolist()}],
-                                               "outputs": [{"name": "nope"}]}), {}, 400, "unknown output"),
+        (
+            "/v2/models/lr/infer",
+            orjson.dumps(
+                {
+                    "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 6], "data": row.ravel().tolist()}],
+                    "outputs": [{"name": "nope"}],
+                }
+            ),
+            {},
+            400,
+            "unknown output",
+        ),
     ]
     for path, payload, headers, status, needle in cases:
         r = _post(served, path, payload, headers)
@@ -179,8 +224,9 @@ def test_request_ids_metadata_and_metrics(served: dict[str, Any]) -> None:
     assert httpx.get(url + "/v2/models/nope").status_code == 404
     metrics = httpx.get(url + "/metrics").text
     assert 'mlpilot_requests_total{deployment="lr",status="ok",variant="lr-v1"}' in metrics
-    assert 'mlpilot_request_duration_seconds_bucket{deployment="lr",le="0.005",stage="predict",variant="lr-v1"}' \
-        in metrics
+    assert (
+        'mlpilot_request_duration_seconds_bucket{deployment="lr",le="0.005",stage="predict",variant="lr-v1"}' in metrics
+    )
     assert "mlpilot_request_errors_total" in metrics
     assert httpx.get(url + "/api/v1/health").json()["status"] == "ok"  # the control API on the same port
 
@@ -193,7 +239,15 @@ def test_sdk_and_cli_predict(served: dict[str, Any], tmp_path: Path) -> None:
         np.testing.assert_array_equal(p["predict"], served["expected"]["lr"][:3])
         assert p.variant == "lr-v1" and p.model_version == "1"
         assert c.predict("lr", served["X"][:3], version=2).model_version == "2"
-    r = run_cli("predict", "lr", "-d", orjson.dumps({"inputs": [
-        {"name": "input-0", "datatype": "FP64", "shape": [1, 6], "data": served["X"][0].tolist()}]}).decode(),
-        "--json", home=tmp_path, url=served["server"].url)
+    r = run_cli(
+        "predict",
+        "lr",
+        "-d",
+        orjson.dumps(
+            {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 6], "data": served["X"][0].tolist()}]}
+        ).decode(),
+        "--json",
+        home=tmp_path,
+        url=served["server"].url,
+    )
     assert orjson.loads(r.stdout)["outputs"]["predict"] == [int(served["expected"]["lr"][0])]

@@ -47,15 +47,15 @@ def deploy_command(
     variant: str | None = typer.Option(None, "--variant", help="variant name (default MODEL-vVERSION)"),
     shadow: bool = typer.Option(False, "--shadow", help="add as a shadow (mirrored traffic, never answers)"),
     replace: bool = typer.Option(False, "--replace", help="make it the only variant at 100%"),
-    max_batch_size: int | None = typer.Option(None, "--max-batch-size", min=1, help="enable adaptive batching"),
-    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0, help="batching: longest wait for a batch"),
+    max_batch_size: int = typer.Option(32, "--max-batch-size", min=1, help="adaptive batching (1 = off)"),
+    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", min=0, help="batching: longest wait for company"),
     replicas: int = typer.Option(1, "--replicas", min=1),
     timeout: float = typer.Option(30.0, "--timeout", help="seconds per request"),
     sticky_header: str | None = typer.Option(None, "--sticky-header", help="route by this request header"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Deploy a model. New deployment: 100% traffic. Existing: added at 0% (or --shadow / --replace)."""
-    batching = BatchingOptions(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms) if max_batch_size else None
+    batching = BatchingOptions(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms) if max_batch_size > 1 else None
     runtime = RuntimeOptions(batching=batching, replicas=replicas, timeout_s=timeout)
     d = client(ctx).deploy(
         deployment,

@@ -2,8 +2,8 @@
 
 The batcher is adaptive: while the model is busy, arriving requests queue up and are all taken by the next call
 (up to ``max_batch_size``), so batches grow with load and a lone request is never held longer than
-``max_wait_ms``. Outputs are split back by row counts. A batch whose outputs cannot be split (not one row per
-input row) fails every request in it with ``InferenceError`` rather than guessing.
+``max_wait_ms``. Outputs are split back by row counts. A model whose outputs cannot be split (not one row per
+input row) is detected on its first merged batch and served one request at a time from then on.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpilot.errors import InferenceError, Unavailable
+from mlpilot.errors import Unavailable
 from mlpilot.runtimes.base import Runtime, RuntimeTags
 
 _Item = tuple[Any, int, "asyncio.Future[dict[str, np.ndarray]]"]
@@ -36,6 +36,10 @@ def _merge(parts: list[Any]) -> Any:
     import pandas as pd
 
     return pd.concat(parts, ignore_index=True)
+
+
+class _Unsplittable(Exception):
+    pass
 
 
 class BatchingRuntime(Runtime):
@@ -61,6 +65,7 @@ class BatchingRuntime(Runtime):
         self._observe = observe_batch
         self._queue: asyncio.Queue[_Item] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._unbatchable = False
 
     @property
     def queue_depth(self) -> int:
@@ -106,10 +111,15 @@ class BatchingRuntime(Runtime):
             if self._observe is not None:
                 self._observe(len(batch))
             try:
-                if len(batch) == 1:
-                    results = [await self.inner.predict(batch[0][0])]
+                if len(batch) == 1 or self._unbatchable:
+                    results = [await self.inner.predict(b[0]) for b in batch]
                 else:
-                    results = self._split(await self.inner.predict(_merge([b[0] for b in batch])), batch)
+                    try:
+                        results = self._split(await self.inner.predict(_merge([b[0] for b in batch])), batch)
+                    except _Unsplittable:
+                        # Not one output row per input row: serve this model one request at a time from now on.
+                        self._unbatchable = True
+                        results = [await self.inner.predict(b[0]) for b in batch]
             except Exception as exc:  # delivered to every waiting request of this batch
                 for _, _, fut in batch:
                     if not fut.done():
@@ -122,11 +132,9 @@ class BatchingRuntime(Runtime):
     @staticmethod
     def _split(outputs: dict[str, np.ndarray], batch: list[_Item]) -> list[dict[str, np.ndarray]]:
         total = sum(n for _, n, _ in batch)
-        for name, arr in outputs.items():
+        for arr in outputs.values():
             if np.ndim(arr) == 0 or len(arr) != total:
-                raise InferenceError(
-                    f"output {name!r} has {np.shape(arr)} for a batch of {total} rows; this model cannot be batched"
-                )
+                raise _Unsplittable
         results = []
         start = 0
         for _, n, _ in batch:

@@ -46,8 +46,9 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 
 def _body(X: np.ndarray) -> bytes:
-    return orjson.dumps({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": list(X.shape),
-                                     "data": X.ravel().tolist()}]})
+    return orjson.dumps(
+        {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": list(X.shape), "data": X.ravel().tolist()}]}
+    )
 
 
 async def _serve(home: Path, fn: Any, **settings: Any) -> Any:
@@ -77,8 +78,7 @@ def test_split_within_3_points_over_10000_requests_and_sticky(home: Path) -> Non
     assert abs(counts["a"] / 10_000 - 0.70) <= 0.03 and abs(counts["b"] / 10_000 - 0.30) <= 0.03, counts
 
     with Client(home=home) as c:
-        c.apply_deployment("iris", {**c.get_deployment("iris").spec.model_dump(mode="json"),
-                                    "sticky_header": "x-user"})
+        c.apply_deployment("iris", {**c.get_deployment("iris").spec.model_dump(mode="json"), "sticky_header": "x-user"})
 
     async def sticky(server: PlatformServer, http: httpx.AsyncClient) -> dict[str, set[str]]:
         seen: dict[str, set[str]] = {}

@@ -87,10 +87,9 @@ def test_dataframes_merge() -> None:
     assert [o["y"].tolist() for o in run(main())] == [[0, 0], [10, 10], [20, 20]]
 
 
-@pytest.mark.parametrize("kind", ["raises", "unsplittable"])
-def test_batch_failure_reaches_every_request(kind: str) -> None:
+def test_batch_failure_reaches_every_request() -> None:
     async def main() -> list[Any]:
-        b = BatchingRuntime(Recorder(fail=kind == "raises", scalar=kind == "unsplittable"), max_batch_size=4)
+        b = BatchingRuntime(Recorder(fail=True), max_batch_size=4)
         await b.load()
         res = await asyncio.gather(*(b.predict(np.ones((1, 2))) for _ in range(4)), return_exceptions=True)
         await b.unload()
@@ -98,6 +97,21 @@ def test_batch_failure_reaches_every_request(kind: str) -> None:
 
     res = run(main())
     assert len(res) == 4 and all(isinstance(r, InferenceError) for r in res)
+
+
+def test_unbatchable_model_falls_back_to_single_requests() -> None:
+    async def main() -> tuple[list[Any], list[int]]:
+        inner = Recorder(delay=0.001, scalar=True)
+        b = BatchingRuntime(inner, max_batch_size=4)
+        await b.load()
+        res = await asyncio.gather(*(b.predict(np.ones((1, 2))) for _ in range(4)))
+        res += await asyncio.gather(*(b.predict(np.ones((1, 2))) for _ in range(4)))
+        await b.unload()
+        return res, inner.calls
+
+    res, calls = run(main())
+    assert all(float(r["y"]) == 1.0 for r in res)
+    assert calls == [4, 1, 1, 1, 1, 1, 1, 1, 1]  # one merged try, then one request at a time
 
 
 def test_predict_before_load_is_unavailable() -> None:
