@@ -25,7 +25,9 @@ def free_port() -> int:
 class ServerProcess:
     """A real ``mlpilot up`` in a subprocess, stopped by PID (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, home: Path, port: int | None = None, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, home: Path, port: int | None = None, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = home.parent / f"server-{self.port}.log"
@@ -33,7 +35,7 @@ class ServerProcess:
         env.pop("MLPILOT_URL", None)
         self._log = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [MLPILOT, "up", "--port", str(self.port)], env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [MLPILOT, "up", "--port", str(self.port), *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
         self._wait_ready()
 

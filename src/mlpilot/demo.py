@@ -7,6 +7,9 @@ registered (same bytes → same version) and redeploys, so the tour is repeatabl
 from __future__ import annotations
 
 import hashlib
+import statistics
+import time
+from collections import Counter
 from typing import Any
 
 from rich.console import Console
@@ -119,8 +122,26 @@ def run_tour(settings: Settings, console: Console) -> None:
             f"routing snapshot v{dep.snapshot_version} compiled for the data plane)."
         )
 
+        X_test, y_test = d["X_test"], d["y_test"]
+        counts: Counter[str] = Counter()
+        correct = 0
+        latencies = []
+        for i in range(len(X_test)):
+            t0 = time.perf_counter()
+            p = client.predict(DEPLOYMENT, X_test.iloc[[i]])
+            latencies.append(time.perf_counter() - t0)
+            counts[p.variant or "?"] += 1
+            correct += int(p["predict"][0] == y_test.iloc[i])
+        split = ", ".join(f"{k} {n} ({n / len(X_test):.0%})" for k, n in counts.most_common())
+        say(
+            f"\n[bold]6. Serve[/bold]: {len(X_test)} held-out rows sent one by one through the data plane "
+            f"(Open Inference Protocol v2, validated against the signature): {split}; "
+            f"accuracy {correct / len(X_test):.3f}; median latency {statistics.median(latencies) * 1000:.1f} ms "
+            f"(in-process)."
+        )
+
         events = client.events(limit=8)
-        say("\n[bold]6. Audit trail[/bold] — every change is an event (newest last):")
+        say("\n[bold]7. Audit trail[/bold] — every change is an event (newest last):")
         for e in events:
             say(f"   #{e.id} {e.action:<20} {e.subject:<40} by {e.actor}")
         say(

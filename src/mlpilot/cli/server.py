@@ -51,6 +51,13 @@ def demo_command(
     if exit_after:
         console.print("\n[green]tour finished[/green] (--exit): not serving.")
         return
+    s = settings.server
+    console.print(
+        f"\n[bold]Now serving[/bold] — Ctrl-C to stop. Try from another terminal:\n"
+        f"  curl http://{s.host}:{s.port}/v2/models/breast-cancer\n"
+        f"  mlpilot --url http://{s.host}:{s.port} traffic set breast-cancer champion=50 challenger=50\n"
+        f"  tritonclient (HTTP {s.host}:{s.port}, gRPC {s.host}:{s.grpc_port}) — model 'breast-cancer'\n"
+    )
     serve(settings)
 
 

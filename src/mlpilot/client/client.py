@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ class Client:
         url = url or (os.environ.get("MLPILOT_URL") if home is None and settings is None else None)
         headers = {"x-mlpilot-actor": actor} if actor else {}
         self._platform: Any = None
+        self._metadata_cache: dict[tuple[str, str | None], tuple[float, dict[str, Any]]] = {}
         if url:
             self.url: str | None = url.rstrip("/")
             self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
@@ -381,6 +383,16 @@ class Client:
         result: dict[str, Any] = self._json("GET", path)
         return result
 
+    def _cached_metadata(self, deployment: str, version: str | None) -> dict[str, Any]:
+        # Input names only change with a redeploy; a few seconds of caching saves a round trip per prediction.
+        key = (deployment, version)
+        hit = self._metadata_cache.get(key)
+        now = time.monotonic()
+        if hit is None or now - hit[0] > 5.0:
+            hit = (now, self.model_metadata(deployment, version))
+            self._metadata_cache[key] = hit
+        return hit[1]
+
     def predict(
         self,
         deployment: str,
@@ -402,11 +414,8 @@ class Client:
             A :class:`~mlpilot.client.oip.Prediction` (``.outputs``, ``.variant``, ``.request_id``).
         """
         v = str(version) if version is not None else None
-        body = build_request(
-            data,
-            {} if isinstance(data, Mapping) and "inputs" in data else self.model_metadata(deployment, v),
-            request_id,
-        )
+        full_body = isinstance(data, Mapping) and "inputs" in data
+        body = build_request(data, {} if full_body else self._cached_metadata(deployment, v), request_id)
         path = f"/v2/models/{deployment}" + (f"/versions/{v}" if v else "") + "/infer"
         response = self._call(
             "POST",
