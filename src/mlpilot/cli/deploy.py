@@ -25,7 +25,8 @@ def show_deployment(d: Deployment) -> None:
     for v in d.spec.variants:
         role = "shadow" if v.name in d.spec.shadows else ("live" if d.spec.traffic.get(v.name, 0) else "idle")
         b = v.runtime.batching
-        batching = f"≤{b.max_batch_size} / {b.max_wait_ms} ms" if b else "-"
+        wait = "adaptive" if b and b.max_wait_ms is None else f"{b.max_wait_ms} ms" if b else ""
+        batching = f"≤{b.max_batch_size} / {wait}" if b else "-"
         rows.append(
             (
                 v.name,
@@ -48,7 +49,7 @@ def deploy_command(
     shadow: bool = typer.Option(False, "--shadow", help="add as a shadow (mirrored traffic, never answers)"),
     replace: bool = typer.Option(False, "--replace", help="make it the only variant at 100%"),
     max_batch_size: int = typer.Option(32, "--max-batch-size", min=1, help="adaptive batching (1 = off)"),
-    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", min=0, help="batching: longest wait for company"),
+    max_wait_ms: float | None = typer.Option(None, "--max-wait-ms", min=0, help="batching wait (default adaptive)"),
     replicas: int = typer.Option(1, "--replicas", min=1),
     timeout: float = typer.Option(30.0, "--timeout", help="seconds per request"),
     sticky_header: str | None = typer.Option(None, "--sticky-header", help="route by this request header"),

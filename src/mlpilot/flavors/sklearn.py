@@ -68,6 +68,26 @@ def _needs_cloudpickle(path: Path) -> bool:
     return False
 
 
+def _predict_is_argmax_of_proba(estimator: Any) -> bool:
+    """True for estimators whose ``predict`` is, by definition, ``classes_[argmax(predict_proba)]``.
+
+    Only single-output trees and forests qualify (scikit-learn implements their predict exactly that way); for
+    anything else predict and predict_proba are called separately, as the user would.
+    """
+    try:
+        from sklearn.ensemble._forest import ForestClassifier
+        from sklearn.tree import DecisionTreeClassifier
+    except ImportError:  # a future scikit-learn moved them: fall back to the two calls
+        return False
+
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    return (
+        isinstance(final, (ForestClassifier, DecisionTreeClassifier))
+        and getattr(final, "n_outputs_", 1) == 1
+        and hasattr(estimator, "classes_")
+    )
+
+
 class EstimatorModel:
     """A loaded object with the scikit-learn estimator API (``predict``, optionally ``predict_proba``)."""
 
@@ -76,15 +96,24 @@ class EstimatorModel:
         self._flavor = flavor
         # Pipelines and SVC expose predict_proba conditionally, and hasattr honours that.
         self._has_proba = callable(getattr(estimator, "predict_proba", None))
+        self._labels_from_proba = self._has_proba and _predict_is_argmax_of_proba(estimator)
 
     def predict(self, inputs: Any) -> dict[str, np.ndarray]:
         """``predict`` (labels or values) and, for probabilistic classifiers, ``predict_proba`` (float64)."""
         # DataFrames pass through unchanged so estimators fitted on named features keep working.
         x = inputs if hasattr(inputs, "columns") and hasattr(inputs, "dtypes") else np.asarray(inputs)
         try:
-            out = {"predict": np.asarray(self.estimator.predict(x))}
-            if self._has_proba:
-                out["predict_proba"] = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)
+            if self._labels_from_proba:
+                # These estimators define predict as the argmax of predict_proba: compute the forest once.
+                proba = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)
+                out = {
+                    "predict": np.asarray(self.estimator.classes_).take(np.argmax(proba, axis=1)),
+                    "predict_proba": proba,
+                }
+            else:
+                out = {"predict": np.asarray(self.estimator.predict(x))}
+                if self._has_proba:
+                    out["predict_proba"] = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)
         except Exception as exc:
             raise InferenceError(f"the {self._flavor} model failed to predict: {_reason(exc)}") from exc
         return out

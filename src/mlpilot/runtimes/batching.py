@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,11 @@ def _merge(parts: list[Any]) -> Any:
     return pd.concat(parts, ignore_index=True)
 
 
+_SETTLE_PASSES = 4
+_AUTO_WAIT_FRACTION = 0.3
+_AUTO_WAIT_CAP_S = 0.005
+
+
 class _Unsplittable(Exception):
     pass
 
@@ -47,7 +53,8 @@ class BatchingRuntime(Runtime):
 
     Args:
         max_batch_size: most requests merged into one call.
-        max_wait_ms: longest time the first request of a batch waits for company when the model is idle.
+        max_wait_ms: longest time the first request of a batch waits for company; ``None`` (default) adapts it:
+            no wait without concurrency, else 30% of the recent model-call time (at most 5 ms).
         observe_batch: called with each batch's size (for metrics); must be cheap.
     """
 
@@ -55,12 +62,14 @@ class BatchingRuntime(Runtime):
         self,
         inner: Runtime,
         max_batch_size: int = 32,
-        max_wait_ms: float = 0.0,
+        max_wait_ms: float | None = None,
         observe_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.inner = inner
         self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_wait_s = None if max_wait_ms is None else max_wait_ms / 1000.0
+        self._ewma_call_s = 0.0
+        self._last_batch = 0
         self.tags = RuntimeTags(batchable=True, columnar=inner.tags.columnar)
         self._observe = observe_batch
         self._queue: asyncio.Queue[_Item] | None = None
@@ -85,11 +94,19 @@ class BatchingRuntime(Runtime):
 
     async def _collect(self, queue: asyncio.Queue[_Item]) -> list[_Item]:
         batch = [await queue.get()]
+        # Let requests whose bytes already arrived reach the queue: each pass through the event loop polls the
+        # sockets and runs ready handlers. Stop as soon as a pass brings nothing new (costs microseconds).
+        for n in range(_SETTLE_PASSES):
+            before = queue.qsize()
+            await asyncio.sleep(0)
+            if n >= 1 and queue.qsize() == before:
+                break
         while len(batch) < self.max_batch_size and not queue.empty():
             batch.append(queue.get_nowait())
-        if len(batch) < self.max_batch_size and self.max_wait_s > 0:
+        wait_s = self._wait_budget()
+        if len(batch) < self.max_batch_size and wait_s > 0:
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.max_wait_s
+            deadline = loop.time() + wait_s
             while len(batch) < self.max_batch_size:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -99,6 +116,16 @@ class BatchingRuntime(Runtime):
                 except asyncio.TimeoutError:
                     break
         return batch
+
+    def _wait_budget(self) -> float:
+        if self.max_wait_s is not None:
+            return self.max_wait_s
+        # Adaptive: only under concurrency (the last call merged requests), wait a fraction of a model call for
+        # the clients just answered to come back, so batches merge instead of alternating in half-full groups.
+        # A slow model (a forest, ~2 ms) waits ~0.6 ms; a fast one (~0.1 ms) practically never.
+        if self._last_batch <= 1:
+            return 0.0
+        return min(_AUTO_WAIT_CAP_S, _AUTO_WAIT_FRACTION * self._ewma_call_s)
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -110,6 +137,8 @@ class BatchingRuntime(Runtime):
                 continue
             if self._observe is not None:
                 self._observe(len(batch))
+            self._last_batch = len(batch)
+            started = time.perf_counter()
             try:
                 if len(batch) == 1 or self._unbatchable:
                     results = [await self.inner.predict(b[0]) for b in batch]
@@ -125,6 +154,7 @@ class BatchingRuntime(Runtime):
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
+            self._ewma_call_s = 0.8 * self._ewma_call_s + 0.2 * (time.perf_counter() - started)
             for (_, _, fut), res in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(res)

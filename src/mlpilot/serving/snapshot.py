@@ -31,7 +31,7 @@ class VariantRoute:
     name: str
     model: ModelBinding
     max_batch_size: int = 1
-    max_wait_ms: float = 0.0
+    max_wait_ms: float | None = None  # None: adaptive
     replicas: int = 1
     timeout_s: float = 30.0
 
