@@ -18,6 +18,20 @@ from mlpilot.blobs import VerifiedBlob
 from mlpilot.protocol.signature import Signature
 
 
+def reason(exc: BaseException) -> str:
+    """One line naming an exception and the first line of its message (for error messages to users)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
+def require_verified(blob: object, flavor: str) -> None:
+    """Refuse anything but a :class:`VerifiedBlob`: models load only from the registry's digest-checked store."""
+    if not isinstance(blob, VerifiedBlob):
+        raise TypeError(
+            f"{flavor} models load from a VerifiedBlob (BlobStore.open_verified), not {type(blob).__name__}"
+        )
+
+
 @dataclass(frozen=True)
 class Serialized:
     """An in-memory model turned into bytes by a flavor, plus what the flavor needs to load it again."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from mlpilot.blobs import VerifiedBlob
 from mlpilot.errors import InferenceError, InvalidArgument, LoadError, MissingExtra
-from mlpilot.flavors.base import FlavorTags, Serialized
+from mlpilot.flavors.base import FlavorTags, Serialized, reason, require_verified
 from mlpilot.protocol.signature import Signature
 
 _CLASSIFIER_OBJECTIVES = ("binary", "multiclass", "multiclassova")
@@ -27,11 +27,6 @@ def _lgb() -> ModuleType:
     except ImportError as exc:
         raise MissingExtra("LightGBM models", "lightgbm") from exc
     return lightgbm
-
-
-def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def _check_model_text(data: bytes) -> tuple[str, str]:
@@ -90,7 +85,7 @@ class LightGBMModel:
         try:
             raw = np.asarray(self.booster.predict(x))
         except Exception as exc:
-            raise InferenceError(f"the lightgbm model failed to predict: {_reason(exc)}") from exc
+            raise InferenceError(f"the lightgbm model failed to predict: {reason(exc)}") from exc
         if not self.is_classifier:
             return {"predict": raw}
         proba = raw.astype(np.float64)
@@ -130,7 +125,7 @@ class LightGBMFlavor:
             booster = obj if isinstance(obj, lgb.Booster) else obj.booster_
             text = booster.model_to_string()
         except Exception as exc:
-            raise InvalidArgument(f"cannot save the {type(obj).__name__} (is it fitted?): {_reason(exc)}") from exc
+            raise InvalidArgument(f"cannot save the {type(obj).__name__} (is it fitted?): {reason(exc)}") from exc
         if isinstance(obj, lgb.LGBMClassifier):
             metadata["classes"] = np.asarray(obj.classes_).tolist()  # tolist() turns numpy scalars into Python
         return Serialized(data=text.encode("utf-8"), filename="model.txt", metadata=metadata)
@@ -143,13 +138,12 @@ class LightGBMFlavor:
 
     def load(self, blob: VerifiedBlob, metadata: Mapping[str, Any]) -> LightGBMModel:
         """A ``lightgbm.Booster`` built from the verified blob's text."""
-        if not isinstance(blob, VerifiedBlob):
-            raise TypeError("lightgbm models load only from a VerifiedBlob (BlobStore.open_verified)")
+        require_verified(blob, "lightgbm")
         lgb = _lgb()
         try:
             text, objective = _check_model_text(blob.path.read_bytes())
             booster = lgb.Booster(model_str=text)
         except Exception as exc:
-            raise LoadError(f"cannot load lightgbm model file {blob.path}: {_reason(exc)}") from exc
+            raise LoadError(f"cannot load lightgbm model file {blob.path}: {reason(exc)}") from exc
         classes = metadata.get("classes")
         return LightGBMModel(booster, objective, list(classes) if classes else None)

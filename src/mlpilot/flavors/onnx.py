@@ -16,7 +16,7 @@ import numpy as np
 
 from mlpilot.blobs import VerifiedBlob
 from mlpilot.errors import InferenceError, InvalidArgument, LoadError, MissingExtra, SignatureError
-from mlpilot.flavors.base import FlavorTags, Serialized
+from mlpilot.flavors.base import FlavorTags, Serialized, reason, require_verified
 from mlpilot.protocol.signature import DATATYPES, Signature, TensorSpec
 
 #: ONNX element type (as onnxruntime spells it) -> Open Inference Protocol datatype.
@@ -38,11 +38,6 @@ def _module(name: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as exc:
         raise MissingExtra("ONNX models", "onnx") from exc
-
-
-def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def _datatype(onnx_type: str, what: str) -> str:
@@ -93,7 +88,7 @@ class OnnxModel:
         except InferenceError:
             raise
         except Exception as exc:
-            raise InferenceError(f"the onnx model failed to predict: {_reason(exc)}") from exc
+            raise InferenceError(f"the onnx model failed to predict: {reason(exc)}") from exc
         outputs = self._signature.outputs
         return {spec.name: self._output(value, spec) for spec, value in zip(outputs, results, strict=True)}
 
@@ -153,7 +148,7 @@ class OnnxFlavor:
         try:
             data = obj.SerializeToString()
         except Exception as exc:  # protobuf refuses messages over 2 GB
-            raise InvalidArgument(f"cannot serialise the ONNX model: {_reason(exc)}") from exc
+            raise InvalidArgument(f"cannot serialise the ONNX model: {reason(exc)}") from exc
         return Serialized(data=data, filename="model.onnx", metadata={"format": "onnx"})
 
     def sniff(self, path: Path) -> dict[str, Any] | None:
@@ -181,13 +176,12 @@ class OnnxFlavor:
 
     def load(self, blob: VerifiedBlob, metadata: Mapping[str, Any]) -> OnnxModel:
         """An onnxruntime CPU session over the verified blob."""
-        if not isinstance(blob, VerifiedBlob):
-            raise TypeError("onnx models load only from a VerifiedBlob (BlobStore.open_verified)")
+        require_verified(blob, "onnx")
         ort = _module("onnxruntime")
         try:
             session = ort.InferenceSession(str(blob.path), providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise LoadError(f"cannot load onnx model file {blob.path}: {_reason(exc)}") from exc
+            raise LoadError(f"cannot load onnx model file {blob.path}: {reason(exc)}") from exc
         try:
             return OnnxModel(session)
         except (LoadError, SignatureError) as exc:

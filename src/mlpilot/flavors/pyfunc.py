@@ -21,7 +21,7 @@ import numpy as np
 
 from mlpilot.blobs import VerifiedBlob
 from mlpilot.errors import InferenceError, InvalidArgument, LoadError, MissingExtra
-from mlpilot.flavors.base import FlavorTags, Serialized
+from mlpilot.flavors.base import FlavorTags, Serialized, reason, require_verified
 from mlpilot.protocol.signature import Signature
 
 _module_ids = itertools.count()
@@ -33,11 +33,6 @@ def _cloudpickle() -> ModuleType:
     except ImportError as exc:
         raise MissingExtra("pyfunc models", "pyfunc") from exc
     return cloudpickle
-
-
-def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def predict_classes(tree: ast.Module) -> list[str]:
@@ -69,7 +64,7 @@ class PyfuncModel:
             if self._has_proba:
                 out["predict_proba"] = np.asarray(self.obj.predict_proba(inputs), dtype=np.float64)
         except Exception as exc:
-            raise InferenceError(f"the pyfunc model failed to predict: {_reason(exc)}") from exc
+            raise InferenceError(f"the pyfunc model failed to predict: {reason(exc)}") from exc
         return out
 
     def native_signature(self) -> Signature | None:
@@ -97,7 +92,7 @@ class PyfuncFlavor:
         try:
             data = cloudpickle.dumps(obj)
         except Exception as exc:
-            raise InvalidArgument(f"cannot pickle the {type(obj).__name__}: {_reason(exc)}") from exc
+            raise InvalidArgument(f"cannot pickle the {type(obj).__name__}: {reason(exc)}") from exc
         return Serialized(data=data, filename="model.pkl", metadata={"format": "cloudpickle"})
 
     def sniff(self, path: Path) -> dict[str, Any] | None:
@@ -119,7 +114,7 @@ class PyfuncFlavor:
         try:
             tree = ast.parse(path.read_bytes(), filename=str(path))
         except (SyntaxError, ValueError) as exc:
-            raise LoadError(f"pyfunc model file {path} is not valid Python: {_reason(exc)}") from exc
+            raise LoadError(f"pyfunc model file {path} is not valid Python: {reason(exc)}") from exc
         classes = predict_classes(tree)
         if len(classes) != 1:
             found = f"several ({', '.join(classes)})" if classes else "none"
@@ -128,8 +123,7 @@ class PyfuncFlavor:
 
     def load(self, blob: VerifiedBlob, metadata: Mapping[str, Any]) -> PyfuncModel:
         """Unpickle, or import the source and instantiate its class; the result must have ``predict``."""
-        if not isinstance(blob, VerifiedBlob):
-            raise TypeError("pyfunc models load only from a VerifiedBlob (BlobStore.open_verified)")
+        require_verified(blob, "pyfunc")
         fmt = metadata.get("format", "cloudpickle")
         if fmt == "cloudpickle":
             _cloudpickle()  # pickles of by-value classes refer to cloudpickle's helpers
@@ -137,7 +131,7 @@ class PyfuncFlavor:
                 with open(blob.path, "rb") as f:
                     obj = pickle.load(f)
             except Exception as exc:
-                raise LoadError(f"cannot load pyfunc (cloudpickle) model file {blob.path}: {_reason(exc)}") from exc
+                raise LoadError(f"cannot load pyfunc (cloudpickle) model file {blob.path}: {reason(exc)}") from exc
         elif fmt == "python":
             obj = self._load_source(blob, metadata.get("class_name"))
         else:
@@ -153,7 +147,7 @@ class PyfuncFlavor:
             source = blob.path.read_bytes()
             tree = ast.parse(source, filename=str(blob.path))
         except (SyntaxError, ValueError) as exc:
-            raise LoadError(f"cannot load {where}: {_reason(exc)}") from exc
+            raise LoadError(f"cannot load {where}: {reason(exc)}") from exc
         if not class_name:
             candidates = predict_classes(tree)
             if len(candidates) != 1:
@@ -176,11 +170,11 @@ def _instantiate(module: ModuleType, tree: ast.Module, class_name: str, where: s
     try:
         exec(compile(tree, str(module.__file__), "exec"), module.__dict__)
     except Exception as exc:
-        raise LoadError(f"cannot load {where}: running it raised {_reason(exc)}") from exc
+        raise LoadError(f"cannot load {where}: running it raised {reason(exc)}") from exc
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         raise LoadError(f"{where} defines no class {class_name!r}")
     try:
         return cls()
     except Exception as exc:
-        raise LoadError(f"cannot load {where}: {class_name}() raised {_reason(exc)}") from exc
+        raise LoadError(f"cannot load {where}: {class_name}() raised {reason(exc)}") from exc

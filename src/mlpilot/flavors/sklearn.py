@@ -18,7 +18,7 @@ import numpy as np
 
 from mlpilot.blobs import VerifiedBlob
 from mlpilot.errors import InferenceError, LoadError, MissingExtra
-from mlpilot.flavors.base import FlavorTags, Serialized
+from mlpilot.flavors.base import FlavorTags, Serialized, reason, require_verified
 from mlpilot.protocol.signature import Signature
 
 _PICKLE_FORMATS = ("joblib", "pickle")
@@ -42,11 +42,6 @@ def _skops_io() -> ModuleType:
     except ImportError as exc:
         raise MissingExtra("scikit-learn models in skops format", "sklearn") from exc
     return skops.io
-
-
-def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def _is_pickle(head: bytes) -> bool:
@@ -115,7 +110,7 @@ class EstimatorModel:
                 if self._has_proba:
                     out["predict_proba"] = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)
         except Exception as exc:
-            raise InferenceError(f"the {self._flavor} model failed to predict: {_reason(exc)}") from exc
+            raise InferenceError(f"the {self._flavor} model failed to predict: {reason(exc)}") from exc
         return out
 
     def native_signature(self) -> Signature | None:
@@ -176,13 +171,12 @@ class SklearnFlavor:
         try:
             untrusted = skops_io.get_untrusted_types(file=path)
         except Exception as exc:
-            raise LoadError(f"skops file {path} has an unreadable schema: {_reason(exc)}") from exc
+            raise LoadError(f"skops file {path} has an unreadable schema: {reason(exc)}") from exc
         return {"format": "skops", "skops_trusted": [str(t) for t in untrusted]}
 
     def load(self, blob: VerifiedBlob, metadata: Mapping[str, Any]) -> EstimatorModel:
         """Load from a verified blob; the loaded object must have a ``predict`` method."""
-        if not isinstance(blob, VerifiedBlob):
-            raise TypeError("sklearn models load only from a VerifiedBlob (BlobStore.open_verified)")
+        require_verified(blob, "sklearn")
         fmt = metadata.get("format", "joblib")
         if fmt in _PICKLE_FORMATS:
             loader = _joblib().load
@@ -195,7 +189,7 @@ class SklearnFlavor:
         try:
             estimator = loader(blob.path, **args)
         except Exception as exc:
-            raise LoadError(f"cannot load sklearn ({fmt}) model file {blob.path}: {_reason(exc)}") from exc
+            raise LoadError(f"cannot load sklearn ({fmt}) model file {blob.path}: {reason(exc)}") from exc
         if not callable(getattr(estimator, "predict", None)):
             raise LoadError(
                 f"sklearn model file {blob.path} holds a {type(estimator).__name__}, which has no predict method"

@@ -19,7 +19,7 @@ import numpy as np
 
 from mlpilot.blobs import VerifiedBlob
 from mlpilot.errors import InferenceError, InvalidArgument, LoadError, MissingExtra
-from mlpilot.flavors.base import FlavorTags, Serialized
+from mlpilot.flavors.base import FlavorTags, Serialized, require_verified
 from mlpilot.protocol.signature import Signature
 
 _SKLEARN_CLASSES = ("XGBClassifier", "XGBRegressor", "XGBRFClassifier", "XGBRFRegressor", "XGBRanker")
@@ -219,8 +219,7 @@ class XGBoostFlavor:
 
     def load(self, blob: VerifiedBlob, metadata: Mapping[str, Any]) -> XGBoostModel:
         """Restore the scikit-learn wrapper named in the metadata or in the file's attributes, else a Booster."""
-        if not isinstance(blob, VerifiedBlob):
-            raise TypeError("xgboost models load only from a VerifiedBlob (BlobStore.open_verified)")
+        require_verified(blob, "xgboost")
         xgb = _xgb()
         data = blob.path.read_bytes()
         fmt = str(metadata.get("format") or _format_of(data[:_HEAD]) or "ubj")

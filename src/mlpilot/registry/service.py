@@ -21,7 +21,7 @@ import pandas as pd
 from mlpilot.blobs import BlobStore
 from mlpilot.errors import InvalidArgument, SignatureError
 from mlpilot.flavors import get_flavor, sniff_file
-from mlpilot.flavors.base import LoadedModel
+from mlpilot.flavors.base import LoadedModel, reason
 from mlpilot.protocol.signature import Signature, infer_signature
 from mlpilot.records import ArtifactKind, ArtifactRef, ArtifactVersion, check_name
 from mlpilot.registry.datasets import describe, read_table, to_parquet_bytes
@@ -118,7 +118,7 @@ class Registry:
         try:
             outputs = loaded.predict(sample)
         except Exception as exc:  # the sample is the user's: any failure means it does not fit the model
-            raise SignatureError(f"the model cannot predict on the sample: {_one_line(exc)}") from exc
+            raise SignatureError(f"the model cannot predict on the sample: {reason(exc)}") from exc
         inferred = infer_signature(sample, outputs)
         if given is not None:
             problems = given.incompatibilities(inferred)
@@ -233,8 +233,3 @@ class Registry:
 def _filename(path: Path, flavor: str) -> str:
     name = path.name[:256]
     return name or f"model.{flavor}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
