@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from datetime import datetime, timezone
 from typing import Any
 
 from mlpilot import __version__
@@ -20,6 +21,7 @@ from mlpilot.deployments.feed import SnapshotFeed
 from mlpilot.serving.dataplane import DataPlane
 from mlpilot.serving.http import InferenceApp, Receive, Scope, Send
 from mlpilot.settings import Settings
+from mlpilot.telemetry.reqlog import RequestLog, Segment
 
 log = logging.getLogger("mlpilot.server")
 
@@ -34,7 +36,14 @@ class PlatformServer:
     def __init__(self, platform: Platform, *, grpc_port: int | None = None) -> None:
         s = platform.settings
         self.platform = platform
-        self.dataplane = DataPlane(platform.blobs, unload_grace_s=s.server.unload_grace_s)
+        self.reqlog = self._request_log(platform) if s.logs.enabled else None
+        strict = self.reqlog is not None and s.logs.durability == "strict"
+        self.dataplane = DataPlane(
+            platform.blobs,
+            unload_grace_s=s.server.unload_grace_s,
+            sink=self.reqlog,
+            durable=self._durable if strict else None,
+        )
         self.control = build_api(platform)
         self.http = InferenceApp(
             self.dataplane, fallback=self.control, max_body_bytes=s.server.max_body_bytes, server_version=__version__
@@ -52,12 +61,51 @@ class PlatformServer:
         self._tasks: list[asyncio.Task[Any]] = []
         self._grpc: Any = None
 
+    def _request_log(self, platform: Platform) -> RequestLog:
+        s = platform.settings.logs
+
+        def catalog(seg: Segment) -> None:
+            platform.store.add_segment(
+                seg.deployment,
+                str(seg.path),
+                seg.rows,
+                seg.bytes,
+                datetime.fromtimestamp(seg.min_ts, timezone.utc),
+                datetime.fromtimestamp(seg.max_ts, timezone.utc),
+            )
+
+        def dropped(n: int) -> None:
+            self.dataplane.metrics.log_dropped.inc(n)
+            platform.store.append_event("data-plane", "reqlog.dropped", "reqlog", None, {"records": n})
+
+        return RequestLog(
+            platform.settings.log_root(),
+            capacity=s.capacity,
+            flush_interval_s=s.flush_interval_s,
+            durability=s.durability,
+            on_segment=catalog,
+            on_drop=dropped,
+        )
+
+    async def _durable(self, record: Any) -> None:
+        assert self.reqlog is not None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def done() -> None:
+            loop.call_soon_threadsafe(fut.set_result, None)
+
+        self.reqlog.append_durable(record, done)
+        await fut
+
     async def start(self) -> None:
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
             if self._started:
                 return
+            if self.reqlog is not None:
+                self.reqlog.start()
             try:
                 await self.feed.sync_once()
             except Exception as exc:  # a store outage at boot must not stop the process; the feed retries
@@ -81,6 +129,8 @@ class PlatformServer:
             await self._grpc.stop(grace=2)
             self._grpc = None
         await self.dataplane.close()
+        if self.reqlog is not None:
+            await asyncio.to_thread(self.reqlog.stop)  # graceful: everything queued reaches a segment
         self._started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -42,6 +42,20 @@ class ServerSettings(BaseModel):
     unload_grace_s: float = 5.0
 
 
+class LogSettings(BaseModel):
+    """The request log (see ``mlpilot.telemetry.reqlog``)."""
+
+    #: ``fast``: written every ``flush_interval_s`` (a hard crash loses at most that window);
+    #: ``strict``: on disk (fsynced spill, group commit) before the response is sent.
+    durability: str = Field("fast", pattern="^(fast|strict)$")
+    flush_interval_s: float = 1.0
+    #: most records waiting to be written; beyond it records are dropped and counted.
+    capacity: int = 100_000
+    #: where segments go; empty = ``<home>/logs``.
+    root: str = ""
+    enabled: bool = True
+
+
 class Settings(BaseSettings):
     """Everything configurable in mlpilot.
 
@@ -57,9 +71,13 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    logs: LogSettings = Field(default_factory=LogSettings)
 
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{(self.home / 'mlpilot.db').resolve()}"
+
+    def log_root(self) -> Path:
+        return Path(self.logs.root) if self.logs.root else self.home / "logs"
 
     def artifact_root(self) -> Path:
         return Path(self.artifacts.root) if self.artifacts.root else self.home / "artifacts"

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +55,8 @@ class InferenceRecord:
     sticky_key: str | None = None
     error: str | None = None
     outputs: dict[str, np.ndarray] | None = None
+    inputs: Any = None  # the validated model input (array, DataFrame or dict of arrays), not copied
+    trace_id: str | None = None
 
 
 class RecentRecords:
@@ -129,6 +131,7 @@ class DataPlane:
         *,
         metrics: Metrics | None = None,
         sink: Callable[[InferenceRecord], None] | None = None,
+        durable: Callable[[InferenceRecord], Awaitable[None]] | None = None,
         executor: Executor | None = None,
         shadow_executor: Executor | None = None,
         shadow_limit: int = 64,
@@ -137,6 +140,7 @@ class DataPlane:
         self.blobs = blobs
         self.metrics = metrics or Metrics()
         self.sink = sink or RecentRecords()
+        self.durable = durable
         self._executor = executor or ThreadPoolExecutor(max(2, (os.cpu_count() or 2)), "mlpilot-predict")
         self._shadow_executor = shadow_executor or ThreadPoolExecutor(1, "mlpilot-shadow")
         self._shadow_slots = shadow_limit
@@ -354,10 +358,14 @@ class DataPlane:
         try:
             outputs = await lv.runtime.predict(model_input)
         except MlpilotError as exc:
-            self._record(d, lv, request_id, "error", time.perf_counter() - t0, sticky_key, exc)
+            self._record(d, lv, request_id, "error", time.perf_counter() - t0, sticky_key, exc, None, model_input)
             raise
         predict_s = time.perf_counter() - t0
-        self._record(d, lv, request_id, "ok", predict_s, sticky_key, None, outputs)
+        record = self._record(
+            d, lv, request_id, "ok", predict_s, sticky_key, None, outputs, model_input, deliver=self.durable is None
+        )
+        if self.durable is not None:
+            await self.durable(record)  # strict durability: on disk before the answer leaves
         for shadow in d.shadows:
             self._mirror(d, shadow, request, request_id, sticky_key)
         return InferResult(lv, outputs, predict_s)
@@ -372,23 +380,27 @@ class DataPlane:
         sticky_key: str | None,
         exc: MlpilotError | None,
         outputs: dict[str, np.ndarray] | None = None,
+        inputs: Any = None,
         shadow: bool = False,
-    ) -> None:
-        self.sink(
-            InferenceRecord(
-                ts=time.time(),
-                request_id=request_id,
-                deployment=d.route.name,
-                variant=lv.route.name,
-                model=f"{lv.route.model.name}:{lv.route.model.version}",
-                status=status,
-                latency_s=latency,
-                shadow=shadow,
-                sticky_key=sticky_key,
-                error=exc.message if exc else None,
-                outputs=outputs,
-            )
+        deliver: bool = True,
+    ) -> InferenceRecord:
+        record = InferenceRecord(
+            ts=time.time(),
+            request_id=request_id,
+            deployment=d.route.name,
+            variant=lv.route.name,
+            model=f"{lv.route.model.name}:{lv.route.model.version}",
+            status=status,
+            latency_s=latency,
+            shadow=shadow,
+            sticky_key=sticky_key,
+            error=exc.message if exc else None,
+            outputs=outputs,
+            inputs=inputs,
         )
+        if deliver:
+            self.sink(record)
+        return record
 
     def _mirror(
         self, d: LoadedDeployment, lv: LoadedVariant, request: DecodedRequest, request_id: str, sticky_key: str | None
@@ -412,7 +424,9 @@ class DataPlane:
                 )
             else:
                 outputs = await runtime.predict(model_input)
-            self._record(d, lv, request_id, "ok", time.perf_counter() - t0, sticky_key, None, outputs, shadow=True)
+            self._record(
+                d, lv, request_id, "ok", time.perf_counter() - t0, sticky_key, None, outputs, model_input, shadow=True
+            )
             lv.metrics.requests["ok"].inc()
         except MlpilotError as exc:
             self._record(d, lv, request_id, "error", time.perf_counter() - t0, sticky_key, exc, shadow=True)

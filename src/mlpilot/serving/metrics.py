@@ -63,6 +63,7 @@ class Metrics:
             ["deployment", "variant"],
             registry=r,
         )
+        self.log_dropped = Counter("mlpilot_log_dropped", "Request-log records dropped (writer queue full)", registry=r)
         self.snapshot_version = Gauge("mlpilot_snapshot_version", "Routing snapshot being served", registry=r)
         self.unmatched = {
             reason: self.errors.labels(reason) for reason in ("bad_request", "not_found", "too_large", "internal")

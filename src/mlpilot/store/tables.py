@@ -129,6 +129,21 @@ deployment_revisions = Table(
     Column("created_by", String(256), nullable=False),
 )
 
+# Request-log segments (Parquet files written by data planes), catalogued for queries and retention.
+log_segments = Table(
+    "log_segments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("deployment", String(128), nullable=False),
+    Column("path", String(1024), nullable=False, unique=True),
+    Column("rows", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("min_ts", Ts, nullable=False),
+    Column("max_ts", Ts, nullable=False),
+    Column("created_at", Ts, nullable=False),
+    Index("ix_log_segments_deployment_max_ts", "deployment", "max_ts"),
+)
+
 # Monotonic counters (e.g. the routing snapshot version), bumped inside the writing transaction.
 counters = Table(
     "counters",
@@ -147,5 +162,6 @@ __all__ = [
     "deployments",
     "events",
     "lineage",
+    "log_segments",
     "metadata",
 ]

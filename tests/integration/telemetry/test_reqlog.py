@@ -1,0 +1,136 @@
+"""The request log end to end: served requests become Parquet rows, catalogued, queryable with DuckDB."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from mlpilot import Client
+from mlpilot.app import build_platform
+from mlpilot.server import PlatformServer
+from mlpilot.serving.dataplane import InferenceRecord
+from mlpilot.settings import Settings
+from mlpilot.store import Store
+from mlpilot.telemetry.query import count_records, read_records
+from mlpilot.telemetry.reqlog import RequestLog
+from tests.factories import iris_frame
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = iris_frame()
+    with Client(home=tmp_path / "home") as c:
+        c.register_model("iris", LogisticRegression(max_iter=300).fit(X, y), sample=X.head(3))  # columnar
+        c.register_model("iris", LogisticRegression(C=0.1, max_iter=300).fit(X, y), sample=X.head(3))
+        c.deploy("iris", "iris:1", variant="a")
+        c.deploy("iris", "iris:2", variant="b", shadow=True)
+    return tmp_path / "home"
+
+
+def _body(rows: Any) -> bytes:
+    return orjson.dumps(
+        {
+            "inputs": [
+                {"name": c, "datatype": "FP64", "shape": [len(rows)], "data": rows[c].tolist()} for c in rows.columns
+            ]
+        }
+    )
+
+
+def _serve(home: Path, n: int, rows_per_request: int = 1, **log: Any) -> list[str]:
+    X, _ = iris_frame()
+
+    async def run() -> list[str]:
+        platform = build_platform(Settings(home=home, logs=log) if log else Settings(home=home))
+        server = PlatformServer(platform)
+        await server.start()
+        ids = []
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=server), base_url="http://t") as http:
+                for i in range(n):
+                    r = await http.post("/v2/models/iris/infer", content=_body(X.iloc[i : i + rows_per_request]))
+                    assert r.status_code == 200, r.text
+                    ids.append(r.headers["x-request-id"])
+                await asyncio.sleep(0.2)  # shadows finish
+        finally:
+            await server.stop()
+            platform.close()
+        return ids
+
+    return asyncio.run(run())
+
+
+def test_every_request_and_shadow_is_logged_with_typed_columns(home: Path) -> None:
+    ids = _serve(home, 40, rows_per_request=2)
+    df = read_records(home / "logs", "iris")
+    primary, shadow = df[~df.shadow], df[df.shadow]
+    assert len(primary) == 80 and len(shadow) == 80  # one row per input row
+    assert set(primary.request_id) == set(ids) == set(shadow.request_id)
+    assert set(primary.variant) == {"a"} and set(shadow.variant) == {"b"}
+    X, _ = iris_frame()
+    first = primary[primary.request_id == ids[0]].sort_values("row")
+    np.testing.assert_allclose(first["in.sepal_length"], X.sepal_length.iloc[:2])
+    assert str(df["in.sepal_length"].dtype) == "float64" and "out.predict" in df and "out.predict_proba[2]" in df
+    assert (df.status == "ok").all() and (df.latency_s > 0).all()
+    store = Store.from_url(f"sqlite:///{home / 'mlpilot.db'}")
+    segments = store.list_segments("iris")  # the catalog the data plane wrote to
+    store.close()
+    assert sum(s["rows"] for s in segments) == 160
+    assert all(Path(s["path"]).is_file() for s in segments)
+
+
+def test_strict_mode_logs_before_answering(home: Path) -> None:
+    _serve(home, 10, durability="strict")
+    assert count_records(home / "logs", "iris") == 20  # 10 primaries + 10 shadows
+    assert not list((home / "logs" / "_spill").glob("*.jsonl"))  # spilled records became segments
+
+
+def _record(i: int, deployment: str = "d") -> InferenceRecord:
+    return InferenceRecord(
+        ts=time.time(),
+        request_id=f"r{i}",
+        deployment=deployment,
+        variant="v",
+        model="m:1",
+        status="ok",
+        latency_s=0.001,
+        inputs=np.ones((1, 3)),
+        outputs={"p": np.array([i])},
+    )
+
+
+def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
+    drops: list[int] = []
+    log = RequestLog(tmp_path / "logs", capacity=5, flush_interval_s=60, on_drop=drops.append)
+    accepted = [log.append(_record(i)) for i in range(8)]
+    assert accepted == [True] * 5 + [False] * 3
+    log.start()
+    log.stop()
+    assert count_records(tmp_path / "logs", "d") == 5
+    assert sum(drops) == 3
+
+
+def test_windows_are_pruned_by_partition(tmp_path: Path) -> None:
+    log = RequestLog(tmp_path / "logs")
+    old = _record(0)
+    old.ts = time.time() - 3 * 3600
+    log.append(old)
+    for i in range(1, 4):
+        log.append(_record(i))
+    log.start()
+    log.stop()
+    from datetime import datetime, timedelta, timezone
+
+    since = datetime.now(timezone.utc) - timedelta(hours=1)
+    assert count_records(tmp_path / "logs", "d", since=since) == 3
+    assert count_records(tmp_path / "logs", "d") == 4
+    assert len(list((tmp_path / "logs" / "d").glob("dt=*/hour=*"))) == 2
