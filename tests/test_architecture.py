@@ -28,7 +28,7 @@ CONTROL_PLANE = {
     "testing",
     "records",
     "settings",
-    "monitoring",
+    "monitors",
     "rollouts",
     "incidents",
 }
