@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from mlpilot.blobs import BlobStore
 from mlpilot.clock import Clock, SystemClock
 from mlpilot.deployments import Deployments
+from mlpilot.monitors import FeedbackService
 from mlpilot.registry import Registry
 from mlpilot.settings import Settings
 from mlpilot.store import Store
@@ -31,6 +32,7 @@ class Platform:
     blobs: BlobStore
     registry: Registry
     deployments: Deployments
+    feedback: FeedbackService
 
     @property
     def default_actor(self) -> str:
@@ -56,7 +58,8 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
         store.migrate()
     blobs = BlobStore(settings.artifact_root(), max_bytes=settings.artifacts.max_upload_bytes)
     registry = Registry(store, blobs, tmp_dir=settings.home / "tmp")
-    return Platform(settings, clock, store, blobs, registry, Deployments(store))
+    feedback = FeedbackService(store, settings.log_root())
+    return Platform(settings, clock, store, blobs, registry, Deployments(store), feedback)
 
 
 def build_api(platform: Platform) -> FastAPI:

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from mlpilot import __version__
-from mlpilot.cli import deploy, predict, registry, server
+from mlpilot.cli import deploy, observe, predict, registry, server
 from mlpilot.cli.context import CliContext
 from mlpilot.cli.output import err_console
 from mlpilot.errors import MlpilotError
@@ -47,6 +47,7 @@ registry.install(app)
 deploy.install(app)
 server.install(app)
 predict.install(app)
+observe.install(app)
 
 
 def main() -> None:

@@ -427,6 +427,52 @@ class Client:
             response.json(), response.headers.get("x-mlpilot-variant"), response.headers.get("x-request-id")
         )
 
+    # ------------------------------------------------------------------------------------------ observe
+
+    def feedback(self, deployment: str, items: pd.DataFrame | Sequence[Mapping[str, Any]]) -> int:
+        """Send labels, scores or rewards for logged predictions: rows with ``request_id``, optional ``row``,
+        one of ``label``/``score``/``reward`` and an optional event time ``ts``. All or nothing.
+
+        Raises:
+            NotFound: a request id is not in the deployment's request log.
+            InvalidArgument: a value of the wrong type (e.g. a string label for a numeric model).
+        """
+        if isinstance(items, pd.DataFrame):
+            rows: list[dict[str, Any]] = [
+                {str(k): v for k, v in r.items() if v is not None and not (isinstance(v, float) and v != v)}
+                for r in items.to_dict(orient="records")
+            ]
+        else:
+            rows = [dict(r) for r in items]
+        for r in rows:
+            if isinstance(r.get("ts"), pd.Timestamp):
+                r["ts"] = r["ts"].isoformat()
+        result = self._json(
+            "POST",
+            f"/deployments/{deployment}/feedback",
+            content=orjson.dumps({"items": rows}, option=orjson.OPT_SERIALIZE_NUMPY, default=str),
+            headers={"content-type": "application/json"},
+        )
+        return int(result["stored"])
+
+    def logs(
+        self,
+        deployment: str,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        variant: str | None = None,
+        status: str | None = None,
+        shadow: bool | None = None,
+        limit: int = 100,
+    ) -> pd.DataFrame:
+        """Logged predictions, newest first (one row per input row)."""
+        params: dict[str, Any] = {"limit": limit}
+        for k, v in (("since", since), ("until", until), ("variant", variant), ("status", status), ("shadow", shadow)):
+            if v is not None:
+                params[k] = v
+        return pd.DataFrame(self._json("GET", f"/deployments/{deployment}/logs", params=params))
+
     # ------------------------------------------------------------------------------------------ events
 
     def events(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,12 +38,9 @@ from mlpilot.records import (
     Event,
 )
 from mlpilot.store import tables as t
+from mlpilot.store.observations import ObservationsMixin, _utc
 
 SNAPSHOT_COUNTER = "routing_snapshot"
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 
 def create_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
@@ -82,7 +78,7 @@ def create_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
         ) from exc
 
 
-class Store:
+class Store(ObservationsMixin):
     """Persistence of artifacts, aliases, events and deployments.
 
     Args:
@@ -661,39 +657,3 @@ class Store:
         with self._read() as conn:
             v = conn.execute(sa.select(t.counters.c.value).where(t.counters.c.name == SNAPSHOT_COUNTER)).scalar()
             return int(v or 0)
-
-    # ------------------------------------------------------------------------------------------ log segments
-
-    def add_segment(self, deployment: str, path: str, rows: int, size: int, min_ts: datetime, max_ts: datetime) -> None:
-        """Catalogue a request-log segment (idempotent on ``path``)."""
-        with self._write() as conn:
-            exists = conn.execute(sa.select(t.log_segments.c.id).where(t.log_segments.c.path == path)).first()
-            if exists is None:
-                conn.execute(
-                    t.log_segments.insert().values(
-                        deployment=deployment,
-                        path=path,
-                        rows=rows,
-                        bytes=size,
-                        min_ts=min_ts,
-                        max_ts=max_ts,
-                        created_at=self.clock.now(),
-                    )
-                )
-
-    def list_segments(
-        self, deployment: str, since: datetime | None = None, until: datetime | None = None
-    ) -> list[dict[str, Any]]:
-        """Segments of ``deployment`` overlapping ``[since, until]`` (oldest first)."""
-        s = t.log_segments
-        stmt = sa.select(s).where(s.c.deployment == deployment)
-        if since is not None:
-            stmt = stmt.where(s.c.max_ts >= since)
-        if until is not None:
-            stmt = stmt.where(s.c.min_ts <= until)
-        with self._read() as conn:
-            rows = conn.execute(stmt.order_by(s.c.min_ts)).all()
-        return [
-            {"path": r.path, "rows": r.rows, "bytes": r.bytes, "min_ts": _utc(r.min_ts), "max_ts": _utc(r.max_ts)}
-            for r in rows
-        ]

@@ -144,6 +144,23 @@ log_segments = Table(
     Index("ix_log_segments_deployment_max_ts", "deployment", "max_ts"),
 )
 
+# Feedback (labels, scores, rewards) for logged predictions, joined by (deployment, request_id, row).
+# A later value for the same key replaces the earlier one (corrected labels); ``ts`` is the event time.
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("deployment", String(128), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("row", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("value", Json, nullable=False),
+    Column("ts", Ts, nullable=False),
+    Column("received_at", Ts, nullable=False),
+    Column("actor", String(256), nullable=False),
+    UniqueConstraint("deployment", "request_id", "row", "kind", name="uq_feedback_key"),
+)
+
 # Monotonic counters (e.g. the routing snapshot version), bumped inside the writing transaction.
 counters = Table(
     "counters",
@@ -161,6 +178,7 @@ __all__ = [
     "deployment_revisions",
     "deployments",
     "events",
+    "feedback",
     "lineage",
     "log_segments",
     "metadata",

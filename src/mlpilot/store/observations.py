@@ -1,0 +1,129 @@
+"""Store methods for what the data plane observes: request-log segments and feedback (labels, scores, rewards)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mlpilot.clock import Clock
+from mlpilot.store import tables as t
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+class ObservationsMixin:
+    """Mixed into :class:`~mlpilot.store.Store`; uses its transaction helpers."""
+
+    clock: Clock
+
+    def _write(self) -> contextlib.AbstractContextManager[Connection]:  # provided by Store
+        raise NotImplementedError
+
+    def _read(self) -> contextlib.AbstractContextManager[Connection]:  # provided by Store
+        raise NotImplementedError
+
+    def _event(
+        self,
+        conn: Connection,
+        actor: str,
+        action: str,
+        subject: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+    ) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------ log segments
+
+    def add_segment(self, deployment: str, path: str, rows: int, size: int, min_ts: datetime, max_ts: datetime) -> None:
+        """Catalogue a request-log segment (idempotent on ``path``)."""
+        with self._write() as conn:
+            exists = conn.execute(sa.select(t.log_segments.c.id).where(t.log_segments.c.path == path)).first()
+            if exists is None:
+                conn.execute(
+                    t.log_segments.insert().values(
+                        deployment=deployment,
+                        path=path,
+                        rows=rows,
+                        bytes=size,
+                        min_ts=min_ts,
+                        max_ts=max_ts,
+                        created_at=self.clock.now(),
+                    )
+                )
+
+    def list_segments(
+        self, deployment: str, since: datetime | None = None, until: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Segments of ``deployment`` overlapping ``[since, until]`` (oldest first)."""
+        s = t.log_segments
+        stmt = sa.select(s).where(s.c.deployment == deployment)
+        if since is not None:
+            stmt = stmt.where(s.c.max_ts >= since)
+        if until is not None:
+            stmt = stmt.where(s.c.min_ts <= until)
+        with self._read() as conn:
+            rows = conn.execute(stmt.order_by(s.c.min_ts)).all()
+        return [
+            {"path": r.path, "rows": r.rows, "bytes": r.bytes, "min_ts": _utc(r.min_ts), "max_ts": _utc(r.max_ts)}
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------------------------------ feedback
+
+    def put_feedback(self, deployment: str, items: Sequence[Mapping[str, Any]], actor: str) -> int:
+        """Store feedback items (``request_id``, ``row``, ``kind``, ``value``, ``ts``) in one transaction; a later
+        value for the same (request, row, kind) replaces the earlier one. Returns how many were stored."""
+        f = t.feedback
+        now = self.clock.now()
+        with self._write() as conn:
+            for it in items:
+                key = (
+                    (f.c.deployment == deployment)
+                    & (f.c.request_id == it["request_id"])
+                    & (f.c.row == it["row"])
+                    & (f.c.kind == it["kind"])
+                )
+                values = {"value": it["value"], "ts": it["ts"], "received_at": now, "actor": actor}
+                if conn.execute(sa.select(f.c.id).where(key)).first() is None:
+                    conn.execute(
+                        f.insert().values(
+                            deployment=deployment, request_id=it["request_id"], row=it["row"], kind=it["kind"], **values
+                        )
+                    )
+                else:
+                    conn.execute(f.update().where(key).values(**values))
+            self._event(conn, actor, "feedback.received", f"deployment:{deployment}", None, {"items": len(items)})
+        return len(items)
+
+    def list_feedback(
+        self, deployment: str, kind: str | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        f = t.feedback
+        stmt = sa.select(f).where(f.c.deployment == deployment)
+        if kind:
+            stmt = stmt.where(f.c.kind == kind)
+        if since is not None:
+            stmt = stmt.where(f.c.ts >= since)
+        if until is not None:
+            stmt = stmt.where(f.c.ts <= until)
+        with self._read() as conn:
+            rows = conn.execute(stmt.order_by(f.c.ts, f.c.id)).all()
+        return [
+            {
+                "request_id": r.request_id,
+                "row": r.row,
+                "kind": r.kind,
+                "value": r.value,
+                "ts": _utc(r.ts),
+                "received_at": _utc(r.received_at),
+            }
+            for r in rows
+        ]
