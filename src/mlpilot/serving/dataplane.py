@@ -361,8 +361,9 @@ class DataPlane:
             self._record(d, lv, request_id, "error", time.perf_counter() - t0, sticky_key, exc, None, model_input)
             raise
         predict_s = time.perf_counter() - t0
+        logged = {lv.validator.single_name: model_input} if lv.validator.single_name else model_input
         record = self._record(
-            d, lv, request_id, "ok", predict_s, sticky_key, None, outputs, model_input, deliver=self.durable is None
+            d, lv, request_id, "ok", predict_s, sticky_key, None, outputs, logged, deliver=self.durable is None
         )
         if self.durable is not None:
             await self.durable(record)  # strict durability: on disk before the answer leaves

@@ -78,6 +78,8 @@ class InputValidator:
         )
         self._names = list(self._checks)
         self._single = len(self._names) == 1 and not (signature and signature.columnar)
+        #: the input's name when the model takes one unnamed tensor (for logging it under its name)
+        self.single_name = self._names[0] if self._single else None
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> Any:
         if self.signature is None:

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from mlpilot.telemetry.columns import records_table
+
 log = logging.getLogger("mlpilot.reqlog")
 
 SCHEMA_VERSION = 1
@@ -47,61 +49,6 @@ class Segment:
     min_ts: float
     max_ts: float
     bytes: int
-
-
-def _columns_of(prefix: str, value: Any, n: int) -> dict[str, Any]:
-    """Flatten one tensor (or DataFrame) into named 1-D columns of length ``n``."""
-    cols: dict[str, Any] = {}
-    if hasattr(value, "columns") and hasattr(value, "dtypes"):
-        for c in value.columns:
-            cols[f"{prefix}{c}"] = value[c].to_numpy()
-        return cols
-    if isinstance(value, dict):
-        for k, v in value.items():
-            cols.update(_columns_of(f"{prefix}{k}.", v, n))
-        return cols
-    arr = np.asarray(value)
-    if arr.ndim == 0 or len(arr) != n:
-        cols[prefix.rstrip(".")] = [json.dumps(arr.tolist())] * n
-    elif arr.ndim == 1:
-        cols[prefix.rstrip(".")] = arr
-    else:
-        flat = arr.reshape(n, -1)
-        for j in range(flat.shape[1]):
-            cols[f"{prefix.rstrip('.')}[{j}]"] = flat[:, j]
-    return cols
-
-
-def record_rows(record: Any) -> dict[str, Any]:
-    """Columns for one record: one row per input row (a request with 3 rows gives 3 log rows)."""
-    inputs = record.inputs
-    n = _rows(inputs) if inputs is not None else 1
-    cols: dict[str, Any] = {
-        "ts": [record.ts] * n,
-        "request_id": [record.request_id] * n,
-        "row": list(range(n)),
-        "deployment": [record.deployment] * n,
-        "variant": [record.variant] * n,
-        "model": [record.model] * n,
-        "status": [record.status] * n,
-        "error": [record.error] * n,
-        "latency_s": [record.latency_s] * n,
-        "shadow": [record.shadow] * n,
-        "sticky_key": [record.sticky_key] * n,
-        "trace_id": [getattr(record, "trace_id", None)] * n,
-    }
-    if inputs is not None:
-        cols.update(_columns_of("in.", inputs, n))
-    if record.outputs:
-        for name, arr in record.outputs.items():
-            cols.update(_columns_of(f"out.{name}.", arr, n))
-    return cols
-
-
-def _rows(inputs: Any) -> int:
-    if isinstance(inputs, dict):
-        return len(next(iter(inputs.values())))
-    return len(inputs)
 
 
 class RequestLog:
@@ -169,6 +116,7 @@ class RequestLog:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_torn_segments()
         self._replay_spills()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="mlpilot-reqlog", daemon=True)
@@ -235,28 +183,14 @@ class RequestLog:
                     spill.unlink()
 
     def _write(self, records: Iterable[Any]) -> None:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        by_dep: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        by_part: dict[tuple[str, str, str], list[Any]] = {}
         for r in records:
             t = datetime.fromtimestamp(r.ts, tz=timezone.utc)
-            by_dep.setdefault((r.deployment, t.strftime("%Y-%m-%d"), t.strftime("%H")), []).append(record_rows(r))
-        for (dep, day, hour), parts in by_dep.items():
-            merged: dict[str, list[Any]] = {}
-            total = 0
-            for cols in parts:
-                n = len(cols["ts"])
-                for k in merged.keys() - cols.keys():
-                    merged[k].extend([None] * n)
-                for k, v in cols.items():
-                    merged.setdefault(k, [None] * total).extend(list(v))
-                total += n
-            arrays = {k: pa.array(v) for k, v in merged.items()}
-            arrays["ts"] = pa.array(
-                [datetime.fromtimestamp(x, tz=timezone.utc) for x in merged["ts"]], type=pa.timestamp("us", tz="UTC")
-            )
-            table = pa.table(arrays).replace_schema_metadata({"mlpilot_schema_version": str(SCHEMA_VERSION)})
+            by_part.setdefault((r.deployment, t.strftime("%Y-%m-%d"), t.strftime("%H")), []).append(r)
+        for (dep, day, hour), part in by_part.items():
+            table = records_table(part).replace_schema_metadata({"mlpilot_schema_version": str(SCHEMA_VERSION)})
             folder = self.root / dep / f"dt={day}" / f"hour={hour}"
             folder.mkdir(parents=True, exist_ok=True)
             self._seq += 1
@@ -264,16 +198,27 @@ class RequestLog:
             tmp = folder / f".{name}.tmp"
             pq.write_table(table, tmp, compression="zstd")
             os.replace(tmp, folder / name)
-            self.written += total
+            self.written += table.num_rows
             if self._on_segment is not None:
-                ts = merged["ts"]
-                self._on_segment(Segment(dep, folder / name, total, min(ts), max(ts), (folder / name).stat().st_size))
+                ts = [r.ts for r in part]
+                size = (folder / name).stat().st_size
+                self._on_segment(Segment(dep, folder / name, table.num_rows, min(ts), max(ts), size))
+
+    def _remove_torn_segments(self) -> None:
+        """Delete half-written segments (``.seg-….tmp``) of processes that died while writing them."""
+        for tmp in self.root.glob("*/dt=*/hour=*/.seg-*.tmp"):
+            if not _pid_alive(_pid_of(tmp.name, 2)):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     def _replay_spills(self) -> None:
-        """Turn spill files left by a crash into segments (strict mode's recovery)."""
+        """Turn spill files left by a crashed process into segments (strict mode's recovery). Spills of live
+        processes (other workers) are theirs."""
         if not self._spill_dir.is_dir():
             return
         for spill in sorted(self._spill_dir.glob("spill-*.jsonl")):
+            if _pid_alive(_pid_of(spill.name, 1)):
+                continue
             records = []
             with open(spill, "rb") as f:
                 for line in f:
@@ -284,6 +229,28 @@ class RequestLog:
             if records:
                 self._write(records)
             spill.unlink()
+
+
+def _pid_of(name: str, index: int) -> int:
+    """The pid field of a segment (``.seg-<ns>-<pid>-<n>…``) or spill (``spill-<pid>-<thread>…``) name."""
+    try:
+        return int(name.lstrip(".").split("-")[index])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return False  # our own leftovers from before a restart in the same pid are stale too
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
