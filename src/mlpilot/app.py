@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from mlpilot.blobs import BlobStore
 from mlpilot.clock import Clock, SystemClock
 from mlpilot.deployments import Deployments
-from mlpilot.monitors import FeedbackService
+from mlpilot.monitors import DriftMonitor, FeedbackService
 from mlpilot.registry import Registry
 from mlpilot.settings import Settings
 from mlpilot.store import Store
@@ -33,6 +33,7 @@ class Platform:
     registry: Registry
     deployments: Deployments
     feedback: FeedbackService
+    drift: DriftMonitor
 
     @property
     def default_actor(self) -> str:
@@ -59,7 +60,8 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
     blobs = BlobStore(settings.artifact_root(), max_bytes=settings.artifacts.max_upload_bytes)
     registry = Registry(store, blobs, tmp_dir=settings.home / "tmp")
     feedback = FeedbackService(store, settings.log_root())
-    return Platform(settings, clock, store, blobs, registry, Deployments(store), feedback)
+    drift = DriftMonitor(store, registry, settings.log_root())
+    return Platform(settings, clock, store, blobs, registry, Deployments(store), feedback, drift)
 
 
 def build_api(platform: Platform) -> FastAPI:

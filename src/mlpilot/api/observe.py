@@ -82,3 +82,29 @@ def get_logs(
         newest_first=True,
     )
     return [{str(k): _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+
+
+@route(router, "GET", "/{name}/drift", Scope.READ)
+def get_drift(
+    p: P,
+    name: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    variant: str | None = None,
+    numeric_test: str = "ks",
+    categorical_test: str = "chi2",
+    correction: str = "holm",
+    alpha: float = Query(0.05, gt=0, lt=1),
+) -> dict[str, Any]:
+    """Per-feature drift of the deployment's traffic in the window against its reference dataset."""
+    report = p.drift.report(
+        name,
+        since=since,
+        until=until,
+        variant=variant,
+        numeric_test=numeric_test,
+        categorical_test=categorical_test,
+        correction=correction,
+        alpha=alpha,
+    )
+    return report.to_dict()

@@ -86,6 +86,76 @@ def logs_command(
     table(f"{deployment}: {len(df)} rows", cols, rows)
 
 
+def drift_command(
+    ctx: typer.Context,
+    deployment: str = typer.Argument(...),
+    since: str | None = typer.Option("1h", "--since", help="current window start: 15m, 2h, 3d or ISO time"),
+    variant: str | None = typer.Option(None, "--variant"),
+    numeric_test: str = typer.Option("ks", "--numeric-test", help="ks, wasserstein, psi, jensenshannon"),
+    correction: str = typer.Option("holm", "--correction", help="holm, bonferroni, fdr_bh, none"),
+    as_json: bool = typer.Option(False, "--json"),
+    html: Path | None = typer.Option(None, "--html", help="also write an HTML report here"),
+) -> None:
+    """Drift report: each input feature of recent traffic against the reference data."""
+    report = client(ctx).drift(
+        deployment, since=parse_since(since), variant=variant, numeric_test=numeric_test, correction=correction
+    )
+    if html is not None:
+        html.write_text(_html(report))
+    if as_json:
+        print_json(report)
+        return
+    res = report["result"]
+    verdict = "[red]DRIFT[/red]" if res["is_drift"] else "[green]no drift[/green]"
+    console.print(
+        f"{deployment}/{report['variant']}: {verdict} — {res['share_drifted']:.0%} of features drifted "
+        f"({report['current_rows']} rows vs {report['reference_rows']} reference rows of "
+        f"{report['reference']}; correction {res['correction']})"
+    )
+    rows = sorted(res["features"], key=lambda f: (not f["is_drift"], -(f["statistic"] or 0)))
+    table(
+        "features",
+        ["feature", "test", "statistic", "p-value", "threshold", "drift"],
+        [
+            (
+                f["feature"],
+                f["test"],
+                f"{f['statistic']:.4g}",
+                "-" if f["p_value"] is None else f"{f['p_value']:.3g}",
+                f"{f['threshold']:.3g}",
+                "yes" if f["is_drift"] else "",
+            )
+            for f in rows
+        ],
+    )
+    if html is not None:
+        console.print(f"HTML report: {html}")
+
+
+def _html(report: dict[str, object]) -> str:
+    import html as h
+
+    res = report["result"]
+    assert isinstance(res, dict)
+    rows = "".join(
+        f"<tr class={'drift' if f['is_drift'] else 'ok'}><td>{h.escape(str(f['feature']))}</td><td>{f['test']}</td>"
+        f"<td>{f['statistic']:.4g}</td><td>{'-' if f['p_value'] is None else format(f['p_value'], '.3g')}</td>"
+        f"<td>{f['threshold']:.3g}</td><td>{'drift' if f['is_drift'] else ''}</td></tr>"
+        for f in res["features"]
+    )
+    return (
+        "<!doctype html><meta charset=utf-8><title>mlpilot drift report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;border-bottom:1px solid #ddd}"
+        ".drift{background:#fde2e1}</style>"
+        f"<h1>Drift: {h.escape(str(report['deployment']))}/{h.escape(str(report['variant']))}</h1>"
+        f"<p>{'DRIFT' if res['is_drift'] else 'no drift'}: {res['share_drifted']:.0%} of features; "
+        f"{report['current_rows']} rows since {h.escape(str(report['since']))} vs {report['reference_rows']} "
+        f"reference rows ({h.escape(str(report['reference']))}); correction {res['correction']}.</p>"
+        "<table><tr><th>feature<th>test<th>statistic<th>p-value<th>threshold<th></tr>" + rows + "</table>"
+    )
+
+
 def install(app: typer.Typer) -> None:
+    app.command("drift")(drift_command)
     app.command("feedback")(feedback_command)
     app.command("logs")(logs_command)

@@ -473,6 +473,23 @@ class Client:
                 params[k] = v
         return pd.DataFrame(self._json("GET", f"/deployments/{deployment}/logs", params=params))
 
+    def drift(
+        self,
+        deployment: str,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        variant: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Per-feature drift of the deployment's logged traffic against its reference dataset (JSON report)."""
+        query: dict[str, Any] = {
+            k: v for k, v in (("since", since), ("until", until), ("variant", variant)) if v is not None
+        }
+        query.update(params)
+        result: dict[str, Any] = self._json("GET", f"/deployments/{deployment}/drift", params=query)
+        return result
+
     # ------------------------------------------------------------------------------------------ events
 
     def events(

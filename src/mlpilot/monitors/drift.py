@@ -1,0 +1,125 @@
+"""Drift of a deployment's live traffic against its reference data.
+
+The reference is the dataset bound (role ``reference``) to the model version of the variant that serves the
+traffic — registered with ``mlpilot datasets register … --bind-to MODEL:VERSION`` — or, when asked, a past window
+of the deployment's own traffic. The current window is read from the request log (shadows excluded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from mlpilot.errors import FailedPrecondition, InvalidArgument
+from mlpilot.monitoring import TableDrift
+from mlpilot.monitoring.results import DriftResult
+from mlpilot.registry import Registry
+from mlpilot.store import Store
+from mlpilot.telemetry.query import read_records
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    deployment: str
+    variant: str
+    reference: str
+    since: datetime | None
+    until: datetime | None
+    current_rows: int
+    reference_rows: int
+    result: DriftResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment,
+            "variant": self.variant,
+            "reference": self.reference,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "current_rows": self.current_rows,
+            "reference_rows": self.reference_rows,
+            "result": self.result.to_dict(),
+        }
+
+
+def _features(logged: pd.DataFrame) -> pd.DataFrame:
+    cols = {c: c[3:] for c in logged.columns if str(c).startswith("in.")}
+    return logged[list(cols)].rename(columns=cols)
+
+
+def _align(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Match reference columns to logged input columns by name, or by position for one unnamed array input."""
+    shared = [c for c in reference.columns if c in current.columns]
+    if shared:
+        return reference[shared], current[shared]
+    positional = [c for c in current.columns if "[" in c]
+    if positional and len(positional) <= len(reference.columns):
+        ref = reference.iloc[:, : len(positional)]
+        return ref.set_axis(positional, axis=1), current[positional]
+    raise InvalidArgument(
+        f"the reference has columns {list(reference.columns)[:8]} but the logged inputs are "
+        f"{list(current.columns)[:8]}; register a reference with the model's input columns"
+    )
+
+
+class DriftMonitor:
+    def __init__(self, store: Store, registry: Registry, log_root: Any) -> None:
+        self.store = store
+        self.registry = registry
+        self.log_root = log_root
+
+    def report(
+        self,
+        deployment: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        variant: str | None = None,
+        reference_since: datetime | None = None,
+        reference_until: datetime | None = None,
+        **drift_params: Any,
+    ) -> DriftReport:
+        """Per-feature drift of ``deployment``'s traffic in ``[since, until]``.
+
+        Args:
+            variant: the variant whose traffic and reference to use (default: the one with the most traffic).
+            reference_since / reference_until: use this past window of traffic as the reference instead of the
+                bound dataset.
+            drift_params: passed to :class:`~mlpilot.monitoring.TableDrift` (``numeric_test``, ``correction`` …).
+
+        Raises:
+            FailedPrecondition: no reference dataset is bound and no reference window was given.
+            InvalidArgument: the window holds no traffic, or a parameter is wrong.
+        """
+        dep = self.store.get_deployment(deployment)
+        spec = dep.spec
+        vname = variant or max(spec.traffic, key=lambda k: spec.traffic[k])
+        vspec = next((v for v in spec.variants if v.name == vname), None)
+        if vspec is None:
+            raise InvalidArgument(f"deployment {deployment!r} has no variant {vname!r}")
+        logged = read_records(self.log_root, deployment, since=since, until=until, variant=vname, shadow=False)
+        if logged.empty:
+            raise InvalidArgument(f"no logged predictions of {deployment}/{vname} in the window; widen --since")
+        current = _features(logged)
+        if reference_since is not None or reference_until is not None:
+            past = read_records(
+                self.log_root, deployment, since=reference_since, until=reference_until, variant=vname, shadow=False
+            )
+            if past.empty:
+                raise InvalidArgument("the reference window holds no logged predictions")
+            reference, ref_name = _features(past), f"traffic {reference_since} .. {reference_until}"
+        else:
+            model = self.store.get_version(vspec.model)
+            ref_name = model.bindings.get("reference", "")
+            if not ref_name:
+                raise FailedPrecondition(
+                    f"{model.ref} has no reference dataset: bind one with `mlpilot datasets register NAME FILE "
+                    f"--bind-to {model.ref}`, or give a reference window"
+                )
+            reference = self.registry.read_dataset(ref_name)
+        reference, current = _align(reference, current)
+        result = TableDrift(**drift_params).fit(reference).predict(current)
+        return DriftReport(deployment, vname, ref_name, since, until, len(current), len(reference), result)
