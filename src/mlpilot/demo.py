@@ -10,6 +10,7 @@ import hashlib
 import statistics
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Console
@@ -61,6 +62,51 @@ def _register_once(client: Client, name: str, model: Any, **kwargs: Any) -> tupl
     if existing:
         return existing[0], False
     return client.register_model(name, model, **kwargs), True
+
+
+def _wait_logged(client: Client, rows: int, since: datetime) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if len(client.logs(DEPLOYMENT, since=since.isoformat(), limit=100_000)) >= rows:
+            return
+        time.sleep(0.25)
+
+
+def _observe(client: Client, say: Any, d: dict[str, Any], request_ids: list[str], since: datetime) -> None:
+    """Chapter 7: every prediction is logged; labels arrive late; an upstream change is caught as drift."""
+    X_test, y_test = d["X_test"], d["y_test"]
+    _wait_logged(client, len(request_ids), since)
+    labelled = int(len(request_ids) * 0.6)
+    client.feedback(
+        DEPLOYMENT,
+        [
+            {"request_id": rid, "label": int(y)}
+            for rid, y in zip(request_ids[:labelled], y_test.iloc[:labelled], strict=True)
+        ],
+    )
+    logged = client.logs(DEPLOYMENT, since=since.isoformat(), limit=100_000)
+    say(
+        f"\n[bold]7. Observe[/bold]: all {len(logged)} predictions are in the request log (Parquet, queried with "
+        f"DuckDB). Labels arrive late: {labelled} of {len(request_ids)} so far (the rest stay pending, not dropped)."
+    )
+    before = client.drift(DEPLOYMENT, since=since.isoformat())
+    say(
+        f"   drift vs the reference data: {before['result']['share_drifted']:.0%} of features drifted "
+        f"— {'DRIFT' if before['result']['is_drift'] else 'none'}, as expected for held-out rows."
+    )
+    # An upstream change: a feature pipeline starts reporting 'mean area' and 'worst area' in different units.
+    shifted = X_test.assign(**{"mean area": X_test["mean area"] * 1.8, "worst area": X_test["worst area"] * 1.8})
+    drift_start = datetime.now(timezone.utc)
+    for i in range(0, len(shifted), 10):
+        client.predict(DEPLOYMENT, shifted.iloc[i : i + 10])
+    _wait_logged(client, len(shifted), drift_start)
+    after = client.drift(DEPLOYMENT, since=drift_start.isoformat())
+    found = [f["feature"] for f in after["result"]["features"] if f["is_drift"]]
+    say(
+        f"   an upstream unit change rescales 'mean area' and 'worst area' by 1.8: the drift report flags "
+        f"{found} (KS test, Holm-corrected over {len(after['result']['features'])} features). "
+        f"Try: mlpilot drift {DEPLOYMENT} --since 1h --html drift.html"
+    )
 
 
 def run_tour(settings: Settings, console: Console) -> None:
@@ -126,12 +172,15 @@ def run_tour(settings: Settings, console: Console) -> None:
         counts: Counter[str] = Counter()
         correct = 0
         latencies = []
+        request_ids: list[str] = []
+        tour_start = datetime.now(timezone.utc)
         for i in range(len(X_test)):
             t0 = time.perf_counter()
             p = client.predict(DEPLOYMENT, X_test.iloc[[i]])
             latencies.append(time.perf_counter() - t0)
             counts[p.variant or "?"] += 1
             correct += int(p["predict"][0] == y_test.iloc[i])
+            request_ids.append(p.request_id or "")
         split = ", ".join(f"{k} {n} ({n / len(X_test):.0%})" for k, n in counts.most_common())
         say(
             f"\n[bold]6. Serve[/bold]: {len(X_test)} held-out rows sent one by one through the data plane "
@@ -140,8 +189,10 @@ def run_tour(settings: Settings, console: Console) -> None:
             f"(in-process)."
         )
 
+        _observe(client, say, d, request_ids, tour_start)
+
         events = client.events(limit=8)
-        say("\n[bold]7. Audit trail[/bold] — every change is an event (newest last):")
+        say("\n[bold]8. Audit trail[/bold] — every change is an event (newest last):")
         for e in events:
             say(f"   #{e.id} {e.action:<20} {e.subject:<40} by {e.actor}")
         say(
