@@ -31,9 +31,17 @@ def main() -> None:
     proba = rng.random((args.records, 1, 2))
     now = time.time()
     records = [
-        InferenceRecord(ts=now, request_id=f"{i:024x}", deployment="lr", variant="lr-v1", model="lr:1",
-                        status="ok", latency_s=0.0002, inputs={"input-0": rows[i]},
-                        outputs={"predict": np.array([i % 2]), "predict_proba": proba[i]})
+        InferenceRecord(
+            ts=now,
+            request_id=f"{i:024x}",
+            deployment="lr",
+            variant="lr-v1",
+            model="lr:1",
+            status="ok",
+            latency_s=0.0002,
+            inputs={"input-0": rows[i]},
+            outputs={"predict": np.array([i % 2]), "predict_proba": proba[i]},
+        )
         for i in range(args.records)
     ]
     for run in (1, 2):
@@ -49,9 +57,11 @@ def main() -> None:
         n = count_records(root, "lr")
         assert n == args.records, n
         size = sum(p.stat().st_size for p in root.rglob("*.parquet"))
-        print(f"run {run}: {args.records:,} records in {elapsed:.2f} s = {args.records / elapsed:,.0f} records/s "
-              f"(append alone {t_append / args.records * 1e9:.0f} ns/record); {size / 1e6:.1f} MB of segments, "
-              f"{len(list(root.rglob('*.parquet')))} files")
+        print(
+            f"run {run}: {args.records:,} records in {elapsed:.2f} s = {args.records / elapsed:,.0f} records/s "
+            f"(append alone {t_append / args.records * 1e9:.0f} ns/record); {size / 1e6:.1f} MB of segments, "
+            f"{len(list(root.rglob('*.parquet')))} files"
+        )
         shutil.rmtree(root)
 
 
