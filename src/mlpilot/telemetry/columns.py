@@ -8,11 +8,10 @@ concatenated by name (missing columns become nulls).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
-
-META = ("request_id", "deployment", "variant", "model", "status", "error", "shadow", "sticky_key", "trace_id")
 
 
 def _rows(inputs: Any) -> int:
@@ -21,17 +20,6 @@ def _rows(inputs: Any) -> int:
     if isinstance(inputs, dict):
         return len(next(iter(inputs.values())))
     return len(inputs)
-
-
-def _shape_key(value: Any) -> Any:
-    if value is None:
-        return None
-    if hasattr(value, "columns") and hasattr(value, "dtypes"):
-        return ("frame", tuple(str(c) for c in value.columns), tuple(str(d) for d in value.dtypes))
-    if isinstance(value, dict):
-        return ("dict", tuple((k, np.asarray(v).shape[1:], np.asarray(v).dtype.str) for k, v in value.items()))
-    arr = np.asarray(value)
-    return ("array", arr.shape[1:], arr.dtype.str)
 
 
 def _expand(prefix: str, stacked: np.ndarray, out: dict[str, Any]) -> None:
@@ -61,25 +49,41 @@ def _stack_inputs(values: Sequence[Any], out: dict[str, Any]) -> None:
         _expand("in", np.concatenate([np.asarray(v) for v in values]), out)  # an unnamed array input
 
 
+def _constant(value: Any, n: int) -> Any:
+    """A column holding one value ``n`` times, dictionary-encoded (cheap to build, tiny in Parquet)."""
+    import pyarrow as pa
+
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value]))
+
+
+_CONSTANT = ("deployment", "variant", "model", "shadow")
+_VARYING = ("request_id", "status", "error", "sticky_key", "trace_id")
+
+
 def _group_table(records: Sequence[Any]) -> Any:
     import pyarrow as pa
 
     ns = np.fromiter((_rows(r.inputs) for r in records), dtype=np.int64, count=len(records))
     multi = bool((ns != 1).any())
+    total = int(ns.sum())
 
-    def rep(values: list[Any]) -> Any:
-        return np.repeat(np.asarray(values, dtype=object), ns) if multi else values
+    def rep(values: Sequence[Any]) -> Any:
+        return np.repeat(np.asarray(values, dtype=object), ns).tolist() if multi else values
 
     cols: dict[str, Any] = {}
-    ts = np.asarray([r.ts for r in records], dtype=np.float64)
+    meta = list(zip(*map(attrgetter("ts", "latency_s", *_VARYING), records), strict=True))
+    ts = np.asarray(meta[0], dtype=np.float64)
     ts = np.repeat(ts, ns) if multi else ts
     cols["ts"] = pa.array((ts * 1e6).astype("int64"), type=pa.timestamp("us", tz="UTC"))
-    cols["row"] = np.concatenate([np.arange(n) for n in ns]) if multi else np.zeros(len(records), dtype=np.int64)
-    for name in META:
-        cols[name] = rep([getattr(r, name, None) for r in records])
-    cols["latency_s"] = np.repeat(np.asarray([r.latency_s for r in records], dtype=np.float64), ns)
+    cols["row"] = np.concatenate([np.arange(n) for n in ns]) if multi else np.zeros(total, dtype=np.int64)
+    first = records[0]
+    for name in _CONSTANT:
+        cols[name] = _constant(getattr(first, name), total)
+    for name, values in zip(_VARYING, meta[2:], strict=True):
+        cols[name] = rep(values)
+    cols["latency_s"] = np.repeat(np.asarray(meta[1], dtype=np.float64), ns)
     _stack_inputs([r.inputs for r in records], cols)
-    first_out = records[0].outputs or {}
+    first_out = first.outputs or {}
     for name in first_out:
         parts = [np.asarray(r.outputs[name]) for r in records]
         if any(p.ndim == 0 or len(p) != n for p, n in zip(parts, ns, strict=True)):
@@ -90,11 +94,10 @@ def _group_table(records: Sequence[Any]) -> Any:
     for k, v in cols.items():
         if isinstance(v, pa.Array):
             arrays[k] = v
-            continue
-        arr = np.asarray(v) if not isinstance(v, list) else v
-        if isinstance(arr, np.ndarray) and arr.dtype == object:
-            arr = arr.tolist()
-        arrays[k] = pa.array(arr)
+        elif isinstance(v, np.ndarray) and v.dtype == object:
+            arrays[k] = pa.array(v.tolist())
+        else:
+            arrays[k] = pa.array(v)
     return pa.table(arrays)
 
 
@@ -102,9 +105,11 @@ def records_table(records: Sequence[Any]) -> Any:
     """One Arrow table of ``records`` (any mix of variants and shapes)."""
     import pyarrow as pa
 
+    # Within a (deployment, variant, model) the data plane validated every input against one signature, so the
+    # columns are the same; failed requests (no outputs) form their own group.
     groups: dict[Any, list[Any]] = {}
     for r in records:
-        key = (_shape_key(r.inputs), tuple((k, np.asarray(v).shape[1:]) for k, v in (r.outputs or {}).items()))
+        key = (r.deployment, r.variant, r.model, r.shadow, r.outputs is None, type(r.inputs))
         groups.setdefault(key, []).append(r)
     tables = [_group_table(g) for g in groups.values()]
     if len(tables) == 1:
