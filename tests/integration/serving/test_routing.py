@@ -209,4 +209,5 @@ def test_traffic_changes_under_load_fail_nothing_and_propagate_fast(home: Path) 
         server.stop()
     assert not failures, failures[:5]
     assert len(seen) > 500
+    print(f"\n{len(seen)} requests, 0 failed; traffic-change propagation delays (s): {[round(d, 3) for d in delays]}")
     assert max(delays) < 1.0, delays
