@@ -36,8 +36,6 @@ from mlpilot.monitoring._extras import needs_extra
 
 #: scipy's ``MAX_AUTO_N``: above this sample size ``ks_2samp(method="auto")`` uses the asymptotic p-value.
 MAX_EXACT_N = 10_000
-
-
 _SMIRNOV_MAX_N = 1_000_000  # above this scipy's smirnov uses a closed-form approximation (fast)
 
 

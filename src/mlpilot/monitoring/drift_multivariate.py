@@ -132,7 +132,7 @@ class MMDDrift(_JointDrift):
         norms = np.einsum("ij,ij->i", pooled, pooled)
         squared = np.maximum(norms[:, None] + norms[None, :] - 2 * pooled @ pooled.T, 0.0)
         upper = squared[np.triu_indices_from(squared, k=1)]
-        bandwidth = math.sqrt(float(np.median(upper))) if upper.size else 1.0
+        bandwidth = float(np.median(np.sqrt(upper))) if upper.size else 1.0
         bandwidth = bandwidth if bandwidth > 0 else 1.0
         kernel = np.exp(-squared / (2 * bandwidth**2))
         m, size = self.reference_.shape[0], pooled.shape[0]
@@ -250,7 +250,18 @@ class ClassifierDrift(_JointDrift):
         return roc_auc_binary(target == 1, scores), n0, n1
 
     def score(self, current: Table) -> float:
-        """The cross-validated ROC AUC of the domain classifier (same arguments and errors as :meth:`predict`)."""
+        """The cross-validated ROC AUC of the domain classifier.
+
+        Args:
+            current: numeric DataFrame (with the fitted columns) or 2-D array.
+
+        Returns:
+            the AUC in ``[0, 1]``; 0.5 means the classifier cannot tell the windows apart.
+
+        Raises:
+            InvalidArgument: not fitted, missing or non-numeric columns, non-finite values, fewer rows than folds.
+            MissingExtra: scikit-learn is not installed.
+        """
         return self._auc(current)[0]
 
     def predict(self, current: Table) -> DriftResult:

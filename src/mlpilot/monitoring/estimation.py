@@ -127,7 +127,17 @@ class CBPE(Detector):
         return np.asarray(self.calibrator_.predict(confidence), dtype=np.float64)
 
     def score(self, y_proba: Any) -> float:
-        """The estimated accuracy of a window (same arguments and errors as :meth:`predict`)."""
+        """The estimated accuracy of an unlabelled window.
+
+        Args:
+            y_proba: the window's probabilities, shape ``(n, k)`` or ``(n,)``.
+
+        Returns:
+            the mean calibrated confidence, in ``[0, 1]``.
+
+        Raises:
+            InvalidArgument: not fitted, wrong shape or invalid probabilities.
+        """
         return float(self.calibrated_confidence(y_proba).mean())
 
     def predict(self, y_proba: Any) -> EstimateResult:

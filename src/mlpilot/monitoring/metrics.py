@@ -20,6 +20,13 @@ from mlpilot.errors import InvalidArgument
 def encode_labels(y_true: Any, classes: Sequence[Any] | np.ndarray) -> np.ndarray:
     """Indices of ``y_true`` in ``classes``.
 
+    Args:
+        y_true: labels, shape ``(n,)``.
+        classes: the class labels in probability-column order.
+
+    Returns:
+        int array of shape ``(n,)``.
+
     Raises:
         InvalidArgument: a label that is not one of ``classes``, or an empty input.
     """
@@ -35,6 +42,14 @@ def encode_labels(y_true: Any, classes: Sequence[Any] | np.ndarray) -> np.ndarra
 
 def proba_matrix(y_proba: Any, n_classes: int, n_rows: int | None = None) -> np.ndarray:
     """``y_proba`` as an ``(n, n_classes)`` float matrix (a 1-D binary input becomes ``[1 - p, p]``).
+
+    Args:
+        y_proba: probabilities, shape ``(n, n_classes)`` or ``(n,)`` when ``n_classes == 2``.
+        n_classes: the number of classes.
+        n_rows: the expected number of rows (the number of labels), if known.
+
+    Returns:
+        float array of shape ``(n, n_classes)``.
 
     Raises:
         InvalidArgument: wrong shape, non-numeric values, values outside ``[0, 1]`` or NaN.

@@ -88,10 +88,16 @@ class IsolationForestOutliers(Detector):
         return self
 
     def score(self, current: Table) -> np.ndarray:
-        """Per-row anomaly scores (same arguments and errors as :meth:`predict`).
+        """Per-row anomaly scores.
+
+        Args:
+            current: numeric DataFrame (with the fitted columns) or 2-D array.
 
         Returns:
             shape ``(n_rows,)``, higher is more anomalous.
+
+        Raises:
+            InvalidArgument: not fitted, missing or non-numeric columns, empty or non-finite data.
         """
         check_fitted(self, "model_")
         matrix, _ = numeric_matrix(current, self.feature_names_in_, role="current")
@@ -175,10 +181,16 @@ class MahalanobisOutliers(Detector):
         return self
 
     def score(self, current: Table) -> np.ndarray:
-        """Per-row squared Mahalanobis distances (same arguments and errors as :meth:`predict`).
+        """Per-row squared Mahalanobis distances to the reference centre.
+
+        Args:
+            current: numeric DataFrame (with the fitted columns) or 2-D array.
 
         Returns:
-            shape ``(n_rows,)``.
+            shape ``(n_rows,)``, in squared standard deviations.
+
+        Raises:
+            InvalidArgument: not fitted, missing or non-numeric columns, empty or non-finite data.
         """
         check_fitted(self, "precision_")
         matrix, _ = numeric_matrix(current, self.feature_names_in_, role="current")

@@ -36,6 +36,8 @@ def infer_classes(y_true: Any, y_proba: Any, classes: Sequence[Any] | None) -> n
         InvalidArgument: the classes cannot be inferred (fewer than two labels, or a count that does not match the
             probability columns).
     """
+    if np.asarray(y_true).size == 0:
+        raise InvalidArgument("labels must be a non-empty 1-D array; the window is empty")
     if classes is not None:
         found = np.asarray(list(classes))
     else:
@@ -191,7 +193,18 @@ class RegressionPerformance(Detector):
         return self
 
     def score(self, y_true: Any, y_pred: Any) -> float:
-        """The judged metric on a window (same arguments and errors as :meth:`predict`)."""
+        """The judged metric on a window.
+
+        Args:
+            y_true: observed values, shape ``(n,)``.
+            y_pred: predictions, shape ``(n,)``.
+
+        Returns:
+            the value of ``metric``.
+
+        Raises:
+            InvalidArgument: not fitted, mismatched lengths, non-numeric or non-finite values.
+        """
         check_fitted(self, "reference_metrics_")
         return regression_metrics(y_true, y_pred)[self.metric]
 

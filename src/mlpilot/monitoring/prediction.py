@@ -23,6 +23,13 @@ def outputs_frame(outputs: Any, *, role: str) -> pd.DataFrame:
     A DataFrame is kept; a Series keeps its name (default ``prediction``); a 1-D array becomes ``prediction``;
     a 2-D array (one column per class or output) becomes ``prediction_0 … prediction_{k-1}``.
 
+    Args:
+        outputs: the model outputs.
+        role: ``reference`` or ``current``, for error messages.
+
+    Returns:
+        a DataFrame with one column per output.
+
     Raises:
         InvalidArgument: more than two dimensions.
     """

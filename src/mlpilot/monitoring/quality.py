@@ -190,6 +190,17 @@ class DataQuality(Detector):
         )
 
     def score(self, current: pd.DataFrame, now: datetime | None = None) -> float:
-        """The share of checks that failed (0.0 = clean), for time series (arguments as :meth:`predict`)."""
+        """The share of checks that failed (0.0 = clean), a single number for time series.
+
+        Args:
+            current: the window, a non-empty DataFrame.
+            now: the current time, required when ``max_age`` is set.
+
+        Returns:
+            ``len(issues) / n_checks`` in ``[0, 1]``.
+
+        Raises:
+            InvalidArgument: not fitted, an empty window, or ``now`` missing for the freshness check.
+        """
         result = self.predict(current, now)
         return len(result.issues) / result.n_checks if result.n_checks else 0.0

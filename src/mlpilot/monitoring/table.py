@@ -156,12 +156,11 @@ class TableDrift(Detector):
         check_interval(self, "drift_share", self.drift_share, 0.0, 1.0, closed="right")
         frame = as_frame(reference, role="reference")
         numeric, categorical, ignored = self._resolve_columns(frame)
-        kinds = set(numeric)
+        templates = {**dict.fromkeys(categorical, categorical_template), **dict.fromkeys(numeric, numeric_template)}
         detectors: dict[Hashable, UnivariateDrift] = {}
-        for column in frame.columns:
-            if column in kinds or column in categorical:
-                template = numeric_template if column in kinds else categorical_template
-                detectors[column] = clone(template).fit(frame[column].rename(str(column)))
+        for column in frame.columns:  # reference column order
+            if column in templates:
+                detectors[column] = clone(templates[column]).fit(frame[column].rename(str(column)))
         self.detectors_ = detectors
         self.numeric_columns_ = numeric
         self.categorical_columns_ = categorical
