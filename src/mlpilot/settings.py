@@ -40,6 +40,9 @@ class ServerSettings(BaseModel):
     snapshot_poll_s: float = 0.2
     #: how long an unloaded variant's runtime lives on for in-flight requests, in seconds.
     unload_grace_s: float = 5.0
+    #: Python's GIL switch interval in the server process, in seconds (the default 5 ms adds to tail latency
+    #: whenever a background thread runs).
+    gil_switch_interval_s: float = 0.0005
 
 
 class LogSettings(BaseModel):

@@ -37,6 +37,7 @@ from mlpilot.telemetry.columns import records_table
 log = logging.getLogger("mlpilot.reqlog")
 
 SCHEMA_VERSION = 1
+_CHUNK = 512  # records turned into columns between two GIL hand-offs
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class RequestLog:
                     spill.unlink()
 
     def _write(self, records: Iterable[Any]) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         by_part: dict[tuple[str, str, str], list[Any]] = {}
@@ -190,7 +192,12 @@ class RequestLog:
             t = datetime.fromtimestamp(r.ts, tz=timezone.utc)
             by_part.setdefault((r.deployment, t.strftime("%Y-%m-%d"), t.strftime("%H")), []).append(r)
         for (dep, day, hour), part in by_part.items():
-            table = records_table(part).replace_schema_metadata({"mlpilot_schema_version": str(SCHEMA_VERSION)})
+            tables = []
+            for i in range(0, len(part), _CHUNK):
+                tables.append(records_table(part[i : i + _CHUNK]))
+                time.sleep(0)  # hand the GIL to the event loop between chunks
+            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+            table = table.replace_schema_metadata({"mlpilot_schema_version": str(SCHEMA_VERSION)})
             folder = self.root / dep / f"dt={day}" / f"hour={hour}"
             folder.mkdir(parents=True, exist_ok=True)
             self._seq += 1
