@@ -640,7 +640,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         over_asgi = f"{s['mlpilot_over_asgi']:.2f}" if s["mlpilot_over_asgi"] else "n/a"
         lines.append(f"- **{m}**: mlpilot / MLServer (best: {best}) = {over_mls}; mlpilot / bare ASGI = {over_asgi}")
         if s.get("request_log_cost") is not None:
-            lines.append(f"  - request log on vs off: {s['request_log_cost']:+.1%} of throughput")
+            lines.append(f"  - throughput cost of the request log (on vs off): {s['request_log_cost']:.1%}")
         if s.get("nobatch_over_asgi") is not None:
             lines.append(f"  - mlpilot with batching off / bare ASGI = {s['nobatch_over_asgi']:.2f}")
     infos = [r for r in report["results"] if r.get("server_info")]
