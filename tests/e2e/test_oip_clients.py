@@ -228,6 +228,7 @@ def test_request_ids_metadata_and_metrics(served: dict[str, Any]) -> None:
         'mlpilot_request_duration_seconds_bucket{deployment="lr",le="0.005",stage="predict",variant="lr-v1"}' in metrics
     )
     assert "mlpilot_request_errors_total" in metrics
+    assert "mlpilot_inflight_requests 0.0" in metrics  # back to zero once answered
     assert httpx.get(url + "/api/v1/health").json()["status"] == "ok"  # the control API on the same port
 
 

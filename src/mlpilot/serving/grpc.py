@@ -188,6 +188,14 @@ class InferenceServicer:
         )
 
     async def model_infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        inflight = self.dp.metrics.inflight
+        inflight.inc()
+        try:
+            return await self._model_infer(request, context)
+        finally:
+            inflight.dec()
+
+    async def _model_infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         t0 = time.perf_counter()
         name = request.model_name
         d = self.dp.deployment(name)

@@ -88,7 +88,12 @@ class InferenceApp:
         parts = path.rstrip("/").split("/")[2:]  # after "", "v2"
         try:
             if method == "POST" and parts and parts[-1] == "infer":
-                await self._infer(scope, receive, send, parts, request_id)
+                inflight = self.dp.metrics.inflight
+                inflight.inc()
+                try:
+                    await self._infer(scope, receive, send, parts, request_id)
+                finally:
+                    inflight.dec()
                 return
             if method not in ("GET", "HEAD"):
                 raise InvalidArgument(f"{method} is not allowed on {path}")
