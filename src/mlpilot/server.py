@@ -20,8 +20,10 @@ from typing import Any
 from mlpilot import __version__
 from mlpilot.app import Platform, build_api, build_platform
 from mlpilot.deployments.feed import SnapshotFeed
+from mlpilot.errors import MissingExtra
 from mlpilot.serving.dataplane import DataPlane
 from mlpilot.serving.http import InferenceApp, Receive, Scope, Send
+from mlpilot.serving.tracing import RequestTracer
 from mlpilot.settings import Settings
 from mlpilot.telemetry.reqlog import RequestLog, Segment
 
@@ -47,8 +49,13 @@ class PlatformServer:
             durable=self._durable if strict else None,
         )
         self.control = build_api(platform)
+        self.tracer_provider = _tracer_provider(s) if s.tracing.enabled else None
         self.http = InferenceApp(
-            self.dataplane, fallback=self.control, max_body_bytes=s.server.max_body_bytes, server_version=__version__
+            self.dataplane,
+            fallback=self.control,
+            max_body_bytes=s.server.max_body_bytes,
+            server_version=__version__,
+            tracer=RequestTracer(self.tracer_provider) if self.tracer_provider is not None else None,
         )
         self.feed = SnapshotFeed(
             platform.deployments,
@@ -140,6 +147,8 @@ class PlatformServer:
         await self.dataplane.close()
         if self.reqlog is not None:
             await asyncio.to_thread(self.reqlog.stop)  # graceful: everything queued reaches a segment
+        if self.tracer_provider is not None:
+            await asyncio.to_thread(self.tracer_provider.force_flush)
         self._started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -169,6 +178,24 @@ class PlatformServer:
                 self.platform.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _tracer_provider(settings: Settings) -> Any:
+    """An OpenTelemetry tracer provider of our own (never the global one), exporting in batches over OTLP."""
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        raise MissingExtra("tracing", "otel") from exc
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.tracing.service_name}))
+    if settings.tracing.otlp_endpoint:
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError as exc:
+            raise MissingExtra("OTLP export", "otel") from exc
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.tracing.otlp_endpoint)))
+    return provider
 
 
 def build_server(settings: Settings) -> PlatformServer:

@@ -59,6 +59,15 @@ class LogSettings(BaseModel):
     enabled: bool = True
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces of inference requests (needs ``pip install "mlpilot[otel]"``)."""
+
+    enabled: bool = False
+    #: OTLP/HTTP endpoint (e.g. ``http://127.0.0.1:4318/v1/traces``); empty = keep spans in memory only.
+    otlp_endpoint: str = ""
+    service_name: str = "mlpilot"
+
+
 class Settings(BaseSettings):
     """Everything configurable in mlpilot.
 
@@ -75,6 +84,7 @@ class Settings(BaseSettings):
     artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     logs: LogSettings = Field(default_factory=LogSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{(self.home / 'mlpilot.db').resolve()}"

@@ -351,6 +351,7 @@ class DataPlane:
         request: DecodedRequest,
         request_id: str,
         sticky_key: str | None = None,
+        trace_id: str | None = None,
     ) -> InferResult:
         """Validate and predict on the chosen variant; mirror to shadows afterwards."""
         model_input = lv.validator(request.inputs)
@@ -365,6 +366,7 @@ class DataPlane:
         record = self._record(
             d, lv, request_id, "ok", predict_s, sticky_key, None, outputs, logged, deliver=self.durable is None
         )
+        record.trace_id = trace_id
         if self.durable is not None:
             await self.durable(record)  # strict durability: on disk before the answer leaves
         for shadow in d.shadows:

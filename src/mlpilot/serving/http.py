@@ -17,6 +17,7 @@ import orjson
 from mlpilot.errors import HTTP_STATUS, InvalidArgument, MlpilotError, NotFound
 from mlpilot.serving.codec import HEADER, decode_request, encode_response
 from mlpilot.serving.dataplane import DataPlane
+from mlpilot.serving.tracing import RequestTracer
 
 log = logging.getLogger("mlpilot.serving")
 
@@ -54,8 +55,10 @@ class InferenceApp:
         max_body_bytes: int = 64 * 1024**2,
         server_name: str = "mlpilot",
         server_version: str = "",
+        tracer: RequestTracer | None = None,
     ) -> None:
         self.dp = dataplane
+        self.tracer = tracer
         self.fallback = fallback
         self.max_body = max_body_bytes
         self._server_meta = orjson.dumps(
@@ -159,8 +162,9 @@ class InferenceApp:
         t1 = time.perf_counter()
         d, lv = self.dp.choose(name, version, sticky)
         vm = lv.metrics
+        root, trace_id = self.tracer.begin(name, request_id, t0) if self.tracer is not None else (None, None)
         try:
-            result = await self.dp.infer(d, lv, decoded, request_id, sticky)
+            result = await self.dp.infer(d, lv, decoded, request_id, sticky, trace_id=trace_id)
             t2 = time.perf_counter()
             wanted = decoded.outputs
             outputs = result.outputs
@@ -175,8 +179,25 @@ class InferenceApp:
             payload, json_len = encode_response(name, lv.version, selected, decoded.id)
         except MlpilotError as exc:
             vm.requests["server_error" if HTTP_STATUS[exc.kind] >= 500 else "client_error"].inc()
+            if root is not None and self.tracer is not None:
+                self.tracer.finish(
+                    root,
+                    lv.route.name,
+                    f"{lv.route.model.name}:{lv.route.model.version}",
+                    [("decode", t0, t1), ("predict", t1, time.perf_counter())],
+                    "error",
+                )
             raise
         t3 = time.perf_counter()
+        if root is not None and self.tracer is not None:
+            t_pred = t2 - result.predict_s
+            self.tracer.finish(
+                root,
+                lv.route.name,
+                f"{lv.route.model.name}:{lv.route.model.version}",
+                [("decode", t0, t1), ("route", t1, t_pred), ("predict", t_pred, t2), ("encode", t2, t3)],
+                "ok",
+            )
         stages = vm.stages
         stages["decode"].observe(t1 - t0)
         stages["predict"].observe(result.predict_s)
