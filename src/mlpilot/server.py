@@ -113,13 +113,6 @@ class PlatformServer:
         async with self._start_lock:
             if self._started:
                 return
-            # Background threads (the request-log writer, shadow runs) hold the GIL for up to the switch interval
-            # each time the event loop wants it; 5 ms by default shows up directly in the tail latency.
-            sys.setswitchinterval(self.platform.settings.server.gil_switch_interval_s)
-            # Queued log records are many small objects: full (gen-2) collections over them pause the event loop
-            # for tens of ms. Collect the old generation 10x less often; young collections are unchanged.
-            g0, g1, _ = gc.get_threshold()
-            gc.set_threshold(g0, g1, 100)
             if self.reqlog is not None:
                 self.reqlog.start()
             try:
@@ -204,9 +197,24 @@ def build_server(settings: Settings) -> PlatformServer:
     return PlatformServer(build_platform(settings), grpc_port=s.grpc_port if s.grpc else None)
 
 
+def tune_server_process(settings: Settings) -> None:
+    """Process-wide settings for a dedicated server process (never applied to an SDK user's process).
+
+    Background threads (the request-log writer, shadow runs) hold the GIL for up to the switch interval each time
+    the event loop wants it; 5 ms by default shows up directly in the tail latency. Queued log records are many
+    small objects: full (gen-2) collections over them pause the event loop for tens of ms, so the old
+    generation is collected 10x less often; young collections are unchanged.
+    """
+    sys.setswitchinterval(settings.server.gil_switch_interval_s)
+    g0, g1, _ = gc.get_threshold()
+    gc.set_threshold(g0, g1, 100)
+
+
 def worker_app() -> PlatformServer:
     """Factory for multi-worker mode: each worker process wires itself from the environment."""
-    return build_server(Settings())
+    settings = Settings()
+    tune_server_process(settings)
+    return build_server(settings)
 
 
 def serve(settings: Settings) -> None:
@@ -241,4 +249,5 @@ def serve(settings: Settings) -> None:
         build_platform(settings).close()  # migrate once before the workers race to do it
         uvicorn.run("mlpilot.server:worker_app", factory=True, workers=s.workers, **common)
     else:
+        tune_server_process(settings)
         uvicorn.run(build_server(settings), **common)
