@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from mlpilot.errors import InvalidArgument
-from mlpilot.protocol.signature import DATATYPES
+from mlpilot.protocol.signature import DATATYPES, datatype_of
 
 HEADER = "inference-header-content-length"
 _LE = {name: dt.newbyteorder("<") for name, dt in DATATYPES.items() if name not in ("BYTES",)}
@@ -77,10 +77,6 @@ def tensor_to_bytes(arr: np.ndarray, datatype: str) -> bytes:
     if datatype == "BYTES":
         return b"".join(struct.pack("<I", len(b)) + b for b in _bytes_elements(arr))
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
-
-
-def datatype_of_output(arr: np.ndarray) -> str:
-    return _datatype_of(arr)
 
 
 def _shape(raw: Any, name: str) -> tuple[int, ...]:
@@ -199,16 +195,6 @@ def decode_request(body: bytes, header_length: int | None = None) -> DecodedRequ
     )
 
 
-def _datatype_of(arr: np.ndarray) -> str:
-    kind = arr.dtype.kind
-    if kind in "OUS":
-        return "BYTES"
-    for name, dt in DATATYPES.items():
-        if name != "BYTES" and dt == arr.dtype:
-            return name
-    raise InvalidArgument(f"output dtype {arr.dtype} has no OIP datatype")
-
-
 def _bytes_elements(arr: np.ndarray) -> list[bytes]:
     return [v if isinstance(v, bytes) else str(v).encode() for v in arr.ravel().tolist()]
 
@@ -224,7 +210,7 @@ def encode_response(
     out_json: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for name, arr, binary in outputs:
-        datatype = _datatype_of(arr)
+        datatype = datatype_of(arr)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if binary:
             raw = tensor_to_bytes(arr, datatype)

@@ -18,11 +18,11 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from mlpilot.errors import ErrorKind, InvalidArgument, MlpilotError
+from mlpilot.protocol.signature import datatype_of
 from mlpilot.serving.codec import (
     DecodedRequest,
     RequestedOutput,
     _from_json_data,
-    datatype_of_output,
     tensor_from_bytes,
     tensor_to_bytes,
 )
@@ -216,7 +216,7 @@ class InferenceServicer:
                 outputs = {o.name: outputs[o.name] for o in decoded.outputs}
             resp = self.m["ModelInferResponse"](model_name=name, model_version=lv.version, id=request.id)
             for out_name, arr in outputs.items():
-                datatype = datatype_of_output(arr)
+                datatype = datatype_of(arr)
                 resp.outputs.add(name=out_name, datatype=datatype, shape=list(arr.shape))
                 resp.raw_output_contents.append(tensor_to_bytes(arr, datatype))
         except MlpilotError as exc:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mlpilot.errors import InvalidArgument
-from mlpilot.protocol.signature import DATATYPES, Signature, TensorSpec
+from mlpilot.protocol.signature import DATATYPES, Signature, TensorSpec, datatype_of
 
 # Casts accepted without loss of meaning: into floats from any number; between ints only when widening.
 _FLOAT = {"FP16", "FP32", "FP64"}
@@ -30,15 +30,6 @@ def _castable(src: str, dst: str) -> bool:
     return False
 
 
-def _datatype(arr: np.ndarray) -> str:
-    if arr.dtype.kind in "OUS":
-        return "BYTES"
-    for name, dt in DATATYPES.items():
-        if name != "BYTES" and dt == arr.dtype.newbyteorder("="):
-            return name
-    raise InvalidArgument(f"unsupported dtype {arr.dtype}")
-
-
 class _Check:
     __slots__ = ("columnar", "dtype", "spec")
 
@@ -49,7 +40,7 @@ class _Check:
 
     def __call__(self, arr: np.ndarray) -> np.ndarray:
         spec = self.spec
-        got = _datatype(arr)
+        got = datatype_of(arr)
         if got != spec.datatype:
             if not _castable(got, spec.datatype):
                 raise InvalidArgument(f"input {spec.name!r}: expected datatype {spec.datatype}, got {got}")

@@ -56,6 +56,18 @@ def segment_files(root: Path, deployment: str, since: datetime | None, until: da
     return files
 
 
+def _window(since: datetime | None, until: datetime | None) -> tuple[list[str], list[Any]]:
+    where: list[str] = ["TRUE"]
+    params: list[Any] = []
+    if since is not None:
+        where.append("ts >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("ts <= ?")
+        params.append(until)
+    return where, params
+
+
 def read_records(
     root: Path,
     deployment: str,
@@ -79,14 +91,7 @@ def read_records(
         return pd.DataFrame(columns=list(columns or META_COLUMNS))
     con = _duckdb().connect()
     try:
-        where: list[str] = ["TRUE"]
-        params: list[Any] = []
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("ts <= ?")
-            params.append(until)
+        where, params = _window(since, until)
         for col, value in (("variant", variant), ("status", status), ("shadow", shadow)):
             if value is not None:
                 where.append(f"{col} = ?")
@@ -117,14 +122,7 @@ def count_records(root: Path, deployment: str, since: datetime | None = None, un
         return 0
     con = _duckdb().connect()
     try:
-        where: list[str] = ["TRUE"]
-        params: list[Any] = []
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("ts <= ?")
-            params.append(until)
+        where, params = _window(since, until)
         sql = f"SELECT count(*) FROM read_parquet(?, union_by_name=true) WHERE {' AND '.join(where)}"
         return int(con.execute(sql, [files, *params]).fetchone()[0])
     finally:
