@@ -7,13 +7,14 @@ constructor. Importing this module has no side effects.
 from __future__ import annotations
 
 import getpass
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlpilot.blobs import BlobStore
 from mlpilot.clock import Clock, SystemClock
 from mlpilot.deployments import Deployments
-from mlpilot.monitors import DriftMonitor, FeedbackService
+from mlpilot.monitors import AlertService, DriftMonitor, FeedbackService, MonitorService, WebhookNotifier
 from mlpilot.registry import Registry
 from mlpilot.settings import Settings
 from mlpilot.store import Store
@@ -34,12 +35,16 @@ class Platform:
     deployments: Deployments
     feedback: FeedbackService
     drift: DriftMonitor
+    monitors: MonitorService
+    alerts: AlertService
+    notifier: WebhookNotifier
 
     @property
     def default_actor(self) -> str:
         return self.settings.actor or _os_user()
 
     def close(self) -> None:
+        self.notifier.close()
         self.store.close()
 
 
@@ -61,7 +66,28 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
     registry = Registry(store, blobs, tmp_dir=settings.home / "tmp")
     feedback = FeedbackService(store, settings.log_root())
     drift = DriftMonitor(store, registry, settings.log_root())
-    return Platform(settings, clock, store, blobs, registry, Deployments(store), feedback, drift)
+
+    def notify_failed(url: str, payload: Mapping[str, Any], error: str) -> None:
+        store.append_event(
+            "mlpilot",
+            "alert.notify_failed",
+            f"deployment:{payload.get('deployment')}",
+            None,
+            {"url": url, "type": payload.get("type"), "error": error[:500]},
+        )
+
+    ms = settings.monitors
+    notifier = WebhookNotifier(timeout_s=ms.webhook_timeout_s, on_failure=notify_failed)
+    alerts = AlertService(store, feedback, settings.log_root(), clock, notifier, ms.webhooks)
+    monitors = MonitorService(store, registry, feedback, settings.log_root(), clock, evaluate_slos=alerts.evaluate_all)
+
+    def defaults(deployment: str, actor: str) -> None:
+        if ms.defaults_on_deploy:
+            monitors.ensure_defaults(deployment)
+            alerts.ensure_defaults(deployment)
+
+    deployments = Deployments(store, on_created=defaults)
+    return Platform(settings, clock, store, blobs, registry, deployments, feedback, drift, monitors, alerts, notifier)
 
 
 def build_api(platform: Platform) -> FastAPI:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import enum
 import re
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from mlpilot.errors import InvalidArgument
 
@@ -207,3 +207,223 @@ class Deployment(Record):
     updated_at: datetime
     updated_by: str
     snapshot_version: int
+
+
+# ---------------------------------------------------------------------------------------------- monitors
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``30s``, ``15m``, ``2h``, ``7d``, ``1w``, a number of seconds or a ``timedelta`` → ``timedelta`` (> 0).
+
+    Raises:
+        InvalidArgument: anything else.
+    """
+    if isinstance(value, timedelta):
+        out = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        out = timedelta(seconds=float(value))
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        out = timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    elif isinstance(value, str) and value.startswith("P"):
+        from pydantic import TypeAdapter, ValidationError
+
+        try:
+            out = TypeAdapter(timedelta).validate_python(value)
+        except ValidationError as exc:
+            raise InvalidArgument(f"bad duration {value!r}") from exc
+    else:
+        raise InvalidArgument(f"bad duration {value!r}: use e.g. 30s, 15m, 2h, 7d, 1w or a number of seconds")
+    if out <= timedelta(0):
+        raise InvalidArgument(f"a duration must be positive, got {value!r}")
+    return out
+
+
+def format_duration(d: timedelta) -> str:
+    s = d.total_seconds()
+    for unit in ("w", "d", "h", "m"):
+        if s >= _UNITS[unit] and s % _UNITS[unit] == 0:
+            return f"{int(s // _UNITS[unit])}{unit}"
+    return f"{s:g}s"
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+
+
+class MonitorKind(str, enum.Enum):
+    """What a monitor computes over its window.
+
+    - ``traffic``: requests, error rate, latency percentiles (value: error rate).
+    - ``drift``: per-feature drift of the inputs (or, with ``params.on = "outputs"``, of the predictions) against
+      the reference (value: share of drifted features).
+    - ``performance``: realized metrics from feedback labels joined to the predictions (value: accuracy, or the
+      regression error ``params.metric``).
+    - ``estimated_performance``: label-free accuracy estimate from the calibrated confidence (value: estimate).
+    - ``quality``: schema, null rate and range checks against the reference (value: share of checks failed).
+    """
+
+    TRAFFIC = "traffic"
+    DRIFT = "drift"
+    PERFORMANCE = "performance"
+    ESTIMATED_PERFORMANCE = "estimated_performance"
+    QUALITY = "quality"
+
+
+class MonitorSpec(Record):
+    """A scheduled check of one deployment's traffic.
+
+    ``reference`` is ``bound`` (the dataset bound as ``reference`` to the served model version, DESIGN §2), a
+    dataset reference (``NAME:VERSION`` or ``NAME@ALIAS``), or ``previous:DURATION`` (the deployment's own traffic in
+    the DURATION just before the window). The window is the last ``window`` of time, or the last ``window_rows``
+    rows (looking back at most ``window``). ``segment`` keeps only rows whose logged columns equal the given values
+    (e.g. ``{"in.region": "eu"}``).
+    """
+
+    kind: MonitorKind
+    variant: str | None = Field(None, description="the variant to watch; default: the one with the most traffic")
+    segment: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    reference: str = "bound"
+    window: Duration = timedelta(hours=1)
+    window_rows: int | None = Field(None, ge=10, le=10_000_000)
+    every: Duration = timedelta(minutes=15)
+    threshold: float | None = Field(None, description="alert level of the value; default: the detector's verdict")
+    min_rows: int = Field(30, ge=1, le=10_000_000)
+    features: list[str] | None = Field(None, description="drift/quality: only these inputs (default: all)")
+    params: dict[str, Any] = Field(default_factory=dict, description="detector options, e.g. numeric_test")
+    enabled: bool = True
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, v: str) -> str:
+        if v == "bound":
+            return v
+        if v.startswith("previous:"):
+            parse_duration(v.split(":", 1)[1])
+            return v
+        ArtifactRef.parse(v)
+        return v
+
+    @field_validator("segment")
+    @classmethod
+    def _segment(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for col in v:
+            if not re.match(r"^[A-Za-z0-9_.\[\]-]{1,128}$", col):
+                raise InvalidArgument(f"invalid segment column {col!r}")
+        return v
+
+
+class Monitor(Record):
+    name: str
+    deployment: str
+    spec: MonitorSpec
+    created_at: datetime
+    created_by: str
+    next_run: datetime
+    last_run: datetime | None = None
+    last_status: str | None = None
+
+
+class MonitorStatus(str, enum.Enum):
+    OK = "ok"
+    ALERT = "alert"
+    NO_DATA = "no_data"
+    ERROR = "error"
+
+
+class MonitorResult(Record):
+    """One run of a monitor: a point of its time series."""
+
+    id: int
+    deployment: str
+    monitor: str
+    ts: datetime
+    window_start: datetime
+    window_end: datetime
+    rows: int
+    status: MonitorStatus
+    value: float | None = None
+    message: str = ""
+    #: the run's numbers: ``{"features": {name: {statistic, p_value, drifted, …}}, …}`` (JSON-ready).
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- SLOs and alerts
+
+
+class Indicator(str, enum.Enum):
+    """What an SLO counts as good events.
+
+    - ``availability``: requests that succeed.
+    - ``latency``: successful requests served within ``threshold`` milliseconds.
+    - ``accuracy``: labelled predictions that are right (classification) or within ``threshold`` of the label
+      (regression); counted at prediction time, so late labels fill in the past.
+    - ``drift`` / ``estimated_accuracy`` / ``monitor``: time slices in which ``monitor``'s runs were ``ok`` (each run
+      speaks for the time since the previous one — the SRE workbook's windows-based indicator).
+    """
+
+    AVAILABILITY = "availability"
+    LATENCY = "latency"
+    ACCURACY = "accuracy"
+    DRIFT = "drift"
+    ESTIMATED_ACCURACY = "estimated_accuracy"
+    MONITOR = "monitor"
+
+
+class BurnRateRuleSpec(Record):
+    long: Duration
+    short: Duration
+    burn_rate: float = Field(gt=0)
+    severity: str = Field("page", pattern="^(page|ticket)$")
+
+
+class SLOSpec(Record):
+    indicator: Indicator
+    objective: float = Field(gt=0, lt=1, description="share of good events, e.g. 0.999")
+    variant: str | None = None
+    threshold: float | None = Field(None, description="latency: milliseconds; accuracy: regression tolerance")
+    monitor: str | None = Field(None, description="drift / estimated_accuracy / monitor: the monitor's name")
+    window: Duration = timedelta(days=30)
+    rules: list[BurnRateRuleSpec] | None = Field(None, description="default: the SRE workbook's four rules")
+    min_events: float = Field(1.0, ge=0)
+    webhooks: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SLOSpec:
+        if self.indicator is Indicator.LATENCY and (self.threshold is None or self.threshold <= 0):
+            raise InvalidArgument("a latency SLO needs threshold = the latency limit in milliseconds (> 0)")
+        monitor_based = (Indicator.DRIFT, Indicator.ESTIMATED_ACCURACY, Indicator.MONITOR)
+        if self.indicator in monitor_based and not self.monitor:
+            raise InvalidArgument(f"a {self.indicator.value} SLO needs monitor = the name of the monitor it counts")
+        for url in self.webhooks:
+            if not re.match(r"^https?://", url):
+                raise InvalidArgument(f"webhook {url!r} must be an http:// or https:// URL")
+        for rule in self.rules or []:
+            if rule.short >= rule.long:
+                raise InvalidArgument(f"burn-rate rule needs short < long, got {rule.short} >= {rule.long}")
+        return self
+
+
+class SLODefinition(Record):
+    name: str
+    deployment: str
+    spec: SLOSpec
+    created_at: datetime
+    created_by: str
+
+
+class Alert(Record):
+    """An SLO's alert: opened when a burn-rate rule fires, escalated, resolved when nothing fires."""
+
+    id: int
+    deployment: str
+    slo: str
+    severity: str
+    status: str  # firing | resolved
+    fired_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None = None
+    summary: str = ""
+    detail: dict[str, Any] = Field(default_factory=dict)

@@ -37,8 +37,13 @@ class PlatformServer:
     ``/metrics`` request when no lifespan runs); the feed is the only writer of the data plane's snapshot.
     """
 
-    def __init__(self, platform: Platform, *, grpc_port: int | None = None) -> None:
+    def __init__(self, platform: Platform, *, grpc_port: int | None = None, scheduler: bool = False) -> None:
+        """Args:
+        scheduler: run due monitors and evaluate SLOs every ``monitors.tick_s`` (server processes only, never in
+            an SDK user's process; several processes may all run it: each monitor run is claimed once).
+        """
         s = platform.settings
+        self.scheduler = scheduler and s.monitors.enabled
         self.platform = platform
         self.reqlog = self._request_log(platform) if s.logs.enabled else None
         strict = self.reqlog is not None and s.logs.durability == "strict"
@@ -120,6 +125,8 @@ class PlatformServer:
             except Exception as exc:  # a store outage at boot must not stop the process; the feed retries
                 log.error("initial snapshot failed: %s", exc)
             self._tasks.append(asyncio.get_running_loop().create_task(self.feed.run(), name="mlpilot-feed"))
+            if self.scheduler:
+                self._tasks.append(asyncio.get_running_loop().create_task(self._schedule(), name="mlpilot-monitors"))
             if self.grpc_port is not None:
                 from mlpilot.serving.grpc import start_grpc_server
 
@@ -127,6 +134,18 @@ class PlatformServer:
                     self.dataplane, self.platform.settings.server.host, self.grpc_port, __version__
                 )
             self._started = True
+
+    async def _schedule(self) -> None:
+        """The monitor scheduler: a tick every ``monitors.tick_s`` on a worker thread (never blocks serving)."""
+        period = self.platform.settings.monitors.tick_s
+        while True:
+            await asyncio.sleep(period)
+            try:
+                report = await asyncio.to_thread(self.platform.monitors.tick)
+                for change in report.alerts:
+                    log.warning("alert %s: %s", change.action, change.alert.summary)
+            except Exception:  # a failing tick (store outage …) is logged; the next one retries
+                log.exception("monitor tick failed")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -194,7 +213,7 @@ def _tracer_provider(settings: Settings) -> Any:
 def build_server(settings: Settings) -> PlatformServer:
     """The server app for ``settings`` (what uvicorn runs)."""
     s = settings.server
-    return PlatformServer(build_platform(settings), grpc_port=s.grpc_port if s.grpc else None)
+    return PlatformServer(build_platform(settings), grpc_port=s.grpc_port if s.grpc else None, scheduler=True)
 
 
 def tune_server_process(settings: Settings) -> None:

@@ -68,6 +68,21 @@ class TracingSettings(BaseModel):
     service_name: str = "mlpilot"
 
 
+class MonitorSettings(BaseModel):
+    """Scheduled monitors, SLOs and alerts (see ``mlpilot.monitors``)."""
+
+    #: run due monitors and evaluate SLOs in ``mlpilot up`` (off: only on demand, ``mlpilot monitors run``).
+    enabled: bool = True
+    #: how often the scheduler wakes up, in seconds.
+    tick_s: float = 15.0
+    #: create a traffic monitor, a drift monitor and an availability SLO for every new deployment.
+    defaults_on_deploy: bool = True
+    #: webhook URLs notified of every alert that fires or resolves (in addition to each SLO's own).
+    webhooks: list[str] = Field(default_factory=list)
+    #: seconds a webhook call may take before it counts as failed (retried with backoff, 3 attempts).
+    webhook_timeout_s: float = 5.0
+
+
 class Settings(BaseSettings):
     """Everything configurable in mlpilot.
 
@@ -85,6 +100,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     logs: LogSettings = Field(default_factory=LogSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    monitors: MonitorSettings = Field(default_factory=MonitorSettings)
 
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{(self.home / 'mlpilot.db').resolve()}"

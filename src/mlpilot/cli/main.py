@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from mlpilot import __version__
-from mlpilot.cli import deploy, observe, predict, registry, server
+from mlpilot.cli import deploy, monitors, observe, predict, registry, server
 from mlpilot.cli.context import CliContext
 from mlpilot.cli.output import err_console
 from mlpilot.errors import MlpilotError
@@ -48,6 +48,7 @@ deploy.install(app)
 server.install(app)
 predict.install(app)
 observe.install(app)
+monitors.install(app)
 
 
 def main() -> None:

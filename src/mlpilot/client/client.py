@@ -31,6 +31,7 @@ from mlpilot.errors import (
 from mlpilot.flavors import flavor_for_object, get_flavor
 from mlpilot.flavors.base import LoadedModel
 from mlpilot.records import (
+    Alert,
     Alias,
     Artifact,
     ArtifactKind,
@@ -39,7 +40,12 @@ from mlpilot.records import (
     Deployment,
     DeploymentSpec,
     Event,
+    Monitor,
+    MonitorResult,
+    MonitorSpec,
     RuntimeOptions,
+    SLODefinition,
+    SLOSpec,
 )
 from mlpilot.registry.datasets import sample_to_bytes, to_parquet_bytes
 from mlpilot.settings import Settings
@@ -489,6 +495,73 @@ class Client:
         query.update(params)
         result: dict[str, Any] = self._json("GET", f"/deployments/{deployment}/drift", params=query)
         return result
+
+    # ------------------------------------------------------------------------------------------ monitors
+
+    def create_monitor(
+        self, deployment: str, name: str, spec: MonitorSpec | Mapping[str, Any], *, replace: bool = False
+    ) -> Monitor:
+        """Create (``replace=True``: update) a scheduled monitor, e.g.
+        ``{"kind": "drift", "window": "1h", "every": "15m", "reference": "bound"}``."""
+        body = spec.model_dump(mode="json") if isinstance(spec, MonitorSpec) else dict(spec)
+        data = self._json(
+            "PUT", f"/deployments/{deployment}/monitors/{name}", json=body, params={"replace": str(replace).lower()}
+        )
+        return Monitor.model_validate(data)
+
+    def list_monitors(self, deployment: str | None = None) -> list[Monitor]:
+        path = f"/deployments/{deployment}/monitors" if deployment else "/monitors"
+        return [Monitor.model_validate(m) for m in self._json("GET", path)]
+
+    def get_monitor(self, deployment: str, name: str) -> Monitor:
+        return Monitor.model_validate(self._json("GET", f"/deployments/{deployment}/monitors/{name}"))
+
+    def delete_monitor(self, deployment: str, name: str) -> None:
+        self._call("DELETE", f"/deployments/{deployment}/monitors/{name}")
+
+    def monitor_results(
+        self, deployment: str, name: str, *, since: str | None = None, until: str | None = None, limit: int = 1000
+    ) -> list[MonitorResult]:
+        """The monitor's time series, oldest first."""
+        params: dict[str, Any] = {"limit": limit}
+        params.update({k: v for k, v in (("since", since), ("until", until)) if v is not None})
+        data = self._json("GET", f"/deployments/{deployment}/monitors/{name}/results", params=params)
+        return [MonitorResult.model_validate(r) for r in data]
+
+    def run_monitor(self, deployment: str, name: str) -> MonitorResult:
+        """Run a monitor now; the result is recorded in its time series."""
+        return MonitorResult.model_validate(self._json("POST", f"/deployments/{deployment}/monitors/{name}/run"))
+
+    def tick_monitors(self) -> dict[str, Any]:
+        """Run every due monitor and evaluate every SLO now."""
+        result: dict[str, Any] = self._json("POST", "/monitors/tick")
+        return result
+
+    def create_slo(
+        self, deployment: str, name: str, spec: SLOSpec | Mapping[str, Any], *, replace: bool = False
+    ) -> SLODefinition:
+        """Create an SLO, e.g. ``{"indicator": "latency", "objective": 0.99, "threshold": 50}``."""
+        body = spec.model_dump(mode="json") if isinstance(spec, SLOSpec) else dict(spec)
+        data = self._json(
+            "PUT", f"/deployments/{deployment}/slos/{name}", json=body, params={"replace": str(replace).lower()}
+        )
+        return SLODefinition.model_validate(data)
+
+    def slos(self, deployment: str) -> list[dict[str, Any]]:
+        """Every SLO of the deployment with its burn rates, budget left and alert."""
+        result: list[dict[str, Any]] = self._json("GET", f"/deployments/{deployment}/slos")
+        return result
+
+    def check_slo(self, deployment: str, name: str) -> dict[str, Any]:
+        """Evaluate an SLO now (opens, escalates or resolves its alert)."""
+        result: dict[str, Any] = self._json("POST", f"/deployments/{deployment}/slos/{name}/check")
+        return result
+
+    def alerts(self, deployment: str | None = None, status: str | None = None, limit: int = 100) -> list[Alert]:
+        """Alerts, newest first (``status``: firing or resolved)."""
+        params: dict[str, Any] = {"limit": limit}
+        params.update({k: v for k, v in (("deployment", deployment), ("status", status)) if v is not None})
+        return [Alert.model_validate(a) for a in self._json("GET", "/alerts", params=params)]
 
     # ------------------------------------------------------------------------------------------ events
 

@@ -13,7 +13,8 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 
 from mlpilot.errors import InvalidArgument, NotFound, SignatureError
 from mlpilot.protocol.signature import Signature
@@ -30,12 +31,19 @@ from mlpilot.records import (
 from mlpilot.serving.snapshot import DeploymentRoute, ModelBinding, RoutingSnapshot, VariantRoute
 from mlpilot.store import Store
 
+log = logging.getLogger("mlpilot.deployments")
+
 
 class Deployments:
     """Creates and changes deployments; compiles routing snapshots."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, on_created: Callable[[str, str], None] | None = None) -> None:
+        """Args:
+        on_created: called with ``(deployment, actor)`` after a deployment's first revision is stored (the
+            composition root uses it to create the default monitors and SLO).
+        """
         self.store = store
+        self.on_created = on_created
 
     def _resolve(self, spec: DeploymentSpec) -> tuple[DeploymentSpec, dict[str, ArtifactVersion]]:
         pinned: list[VariantSpec] = []
@@ -83,7 +91,13 @@ class Deployments:
         """Validate, pin and store ``spec`` as the next revision of deployment ``name``."""
         check_name(name, "deployment name")
         pinned, _ = self._resolve(spec)
-        return self.store.put_deployment(name, pinned, actor, expect_revision=expect_revision, create=create)
+        dep = self.store.put_deployment(name, pinned, actor, expect_revision=expect_revision, create=create)
+        if dep.revision == 1 and self.on_created is not None:
+            try:
+                self.on_created(name, actor)
+            except Exception:  # defaults are a convenience: never fail the deployment that was stored
+                log.exception("creating the default monitors of %s", name)
+        return dep
 
     def deploy(
         self,

@@ -38,6 +38,7 @@ from mlpilot.records import (
     Event,
 )
 from mlpilot.store import tables as t
+from mlpilot.store.monitoring import MonitoringMixin
 from mlpilot.store.observations import ObservationsMixin, _utc
 
 SNAPSHOT_COUNTER = "routing_snapshot"
@@ -78,7 +79,7 @@ def create_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
         ) from exc
 
 
-class Store(ObservationsMixin):
+class Store(ObservationsMixin, MonitoringMixin):
     """Persistence of artifacts, aliases, events and deployments.
 
     Args:
@@ -650,6 +651,16 @@ class Store(ObservationsMixin):
                 raise NotFound(f"no deployment named {name!r}")
             conn.execute(t.deployment_revisions.delete().where(t.deployment_revisions.c.deployment_id == cur.id))
             conn.execute(d.delete().where(d.c.id == cur.id))
+            # its monitors (with their results), SLOs and firing alerts go with it
+            mids = sa.select(t.monitors.c.id).where(t.monitors.c.deployment == name)
+            conn.execute(t.monitor_results.delete().where(t.monitor_results.c.monitor_id.in_(mids)))
+            conn.execute(t.monitors.delete().where(t.monitors.c.deployment == name))
+            conn.execute(t.slos.delete().where(t.slos.c.deployment == name))
+            conn.execute(
+                t.alerts.update()
+                .where((t.alerts.c.deployment == name) & (t.alerts.c.status == "firing"))
+                .values(status="resolved", resolved_at=self.clock.now(), active_key=None)
+            )
             self._bump(conn, SNAPSHOT_COUNTER)
             self._event(conn, actor, "deployment.deleted", f"deployment:{name}", cur.spec["spec"], None)
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -161,6 +162,68 @@ feedback = Table(
     UniqueConstraint("deployment", "request_id", "row", "kind", name="uq_feedback_key"),
 )
 
+# Scheduled monitors (spec as JSON) and their results: one time series per monitor.
+monitors = Table(
+    "monitors",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("deployment", String(128), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("spec", Json, nullable=False),
+    Column("created_at", Ts, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("next_run", Ts, nullable=False),
+    Column("last_run", Ts, nullable=True),
+    Column("last_status", String(16), nullable=True),
+    UniqueConstraint("deployment", "name", name="uq_monitors_key"),
+)
+
+monitor_results = Table(
+    "monitor_results",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("monitor_id", Id, ForeignKey("monitors.id", ondelete="CASCADE"), nullable=False),
+    Column("ts", Ts, nullable=False),
+    Column("window_start", Ts, nullable=False),
+    Column("window_end", Ts, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("message", String(2048), nullable=False),
+    Column("detail", Json, nullable=False),
+    Index("ix_monitor_results_monitor_ts", "monitor_id", "ts"),
+)
+
+slos = Table(
+    "slos",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("deployment", String(128), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("spec", Json, nullable=False),
+    Column("created_at", Ts, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    UniqueConstraint("deployment", "name", name="uq_slos_key"),
+)
+
+# One row per alert; at most one firing alert per (deployment, slo), enforced by ``active_key`` (NULL once resolved).
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("deployment", String(128), nullable=False),
+    Column("slo", String(128), nullable=False),
+    Column("active_key", String(260), nullable=True, unique=True),
+    Column("severity", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("fired_at", Ts, nullable=False),
+    Column("updated_at", Ts, nullable=False),
+    Column("resolved_at", Ts, nullable=True),
+    Column("summary", String(2048), nullable=False),
+    Column("detail", Json, nullable=False),
+    Index("ix_alerts_deployment_fired", "deployment", "fired_at"),
+)
+
 # Monotonic counters (e.g. the routing snapshot version), bumped inside the writing transaction.
 counters = Table(
     "counters",
@@ -170,6 +233,7 @@ counters = Table(
 )
 
 __all__ = [
+    "alerts",
     "aliases",
     "artifact_versions",
     "artifacts",
@@ -182,4 +246,7 @@ __all__ = [
     "lineage",
     "log_segments",
     "metadata",
+    "monitor_results",
+    "monitors",
+    "slos",
 ]
