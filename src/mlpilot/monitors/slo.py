@@ -97,7 +97,8 @@ class EventCounts:
         self.total.append(total)
 
     def bad_share(self, now: datetime, window: timedelta) -> tuple[float, float]:
-        """``(bad share, total events)`` over the buckets that end within ``(now - window, now]``."""
+        """``(bad share, total events)`` over the buckets that end after ``now - window`` and start before ``now``
+        (the bucket in progress counts with the events it has so far)."""
         if not self.starts:
             return 0.0, 0.0
         if self._cache is None or len(self._cache[0]) != len(self.starts):
@@ -107,7 +108,7 @@ class EventCounts:
             self._cache = (ends, cum_total, cum_good)
         ends, cum_total, cum_good = self._cache
         i = int(np.searchsorted(ends, (now - window).timestamp(), side="right"))
-        j = int(np.searchsorted(ends, now.timestamp(), side="right"))
+        j = int(np.searchsorted(ends - self.bucket.total_seconds(), now.timestamp(), side="left"))
         total = float(cum_total[j] - cum_total[i])
         if total <= 0:
             return 0.0, 0.0
