@@ -107,6 +107,48 @@ def _observe(client: Client, say: Any, d: dict[str, Any], request_ids: list[str]
         f"{found} (KS test, Holm-corrected over {len(after['result']['features'])} features). "
         f"Try: mlpilot drift {DEPLOYMENT} --since 1h --html drift.html"
     )
+    _alert(client, say, len(shifted))
+
+
+def _alert(client: Client, say: Any, rows: int) -> None:
+    """Chapter 7b: a scheduled drift monitor and an SLO on it; the drift burns the budget and an alert fires."""
+    defaults = [m.name for m in client.list_monitors(DEPLOYMENT)]
+    client.create_monitor(
+        DEPLOYMENT,
+        "drift-live",
+        {"kind": "drift", "window": "1h", "window_rows": rows, "every": "1m"},
+        replace=True,
+    )
+    client.create_slo(
+        DEPLOYMENT,
+        "no-drift",
+        {
+            "indicator": "drift",
+            "monitor": "drift-live",
+            "objective": 0.99,
+            "rules": [{"long": "10m", "short": "1m", "burn_rate": 10, "severity": "page"}],
+        },
+        replace=True,
+    )
+    result = client.run_monitor(DEPLOYMENT, "drift-live")
+    time.sleep(1.5)  # the verdict holds from the run on: let a little of that time pass before judging the budget
+    check = client.check_slo(DEPLOYMENT, "no-drift")
+    status = check["status"]
+    alert = status["alert"]
+    say(
+        f"   monitors run on a schedule ({', '.join(defaults)} were created on deploy): 'drift-live' checks the last "
+        f"{rows} rows every minute — {result.status.value.upper()}: {result.message}."
+    )
+    if alert:
+        rule = max(status["rules"], key=lambda r: r["long_burn"])
+        say(
+            f"   the SLO 'no-drift' (99% of the time without drift) burns its budget {rule['long_burn']:.0f}x faster "
+            f"than allowed: [bold red]{alert['severity']} alert {'fired' if check['changes'] else 'firing'}[/bold red] "
+            f"(#{alert['id']}, recorded as an event; webhooks in settings or per SLO). "
+            f"Try: mlpilot monitors show {DEPLOYMENT} drift-live · mlpilot slos list {DEPLOYMENT} · mlpilot alerts"
+        )
+    else:
+        say(f"   the SLO 'no-drift' has not fired yet: {status['rules']}")
 
 
 def run_tour(settings: Settings, console: Console) -> None:
