@@ -1,0 +1,23 @@
+"""The guided tour (`mlpilot demo --exit`) runs end to end on a fresh home and tells the story it promises."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_tour_runs_and_each_chapter_reports(tmp_path: Path) -> None:
+    out = run_cli("demo", "--exit", home=tmp_path / "home", timeout=300).stdout
+    text = re.sub(r"\s+", " ", out)
+    assert "flags ['mean area', 'worst area']" in text  # the injected unit change, and nothing else
+    assert "ALERT: 2 of 30 features drifted" in text
+    assert "page alert fired" in text
+    assert "alert.fired" in text and "feedback.received" in text  # in the audit trail
+    again = re.sub(r"\s+", " ", run_cli("demo", "--exit", home=tmp_path / "home", timeout=300).stdout)
+    assert "page alert firing" in again  # a re-run reuses the home; the alert is not fired twice
