@@ -400,9 +400,15 @@ class SLOSpec(Record):
         for url in self.webhooks:
             if not re.match(r"^https?://", url):
                 raise InvalidArgument(f"webhook {url!r} must be an http:// or https:// URL")
+        most = 1.0 / (1.0 - self.objective)
         for rule in self.rules or []:
             if rule.short >= rule.long:
                 raise InvalidArgument(f"burn-rate rule needs short < long, got {rule.short} >= {rule.long}")
+            if rule.burn_rate > most:
+                raise InvalidArgument(
+                    f"a burn rate of {rule.burn_rate:g} can never fire: an objective of {self.objective:g} burns "
+                    f"at most {most:.4g}x (everything bad)"
+                )
         return self
 
 

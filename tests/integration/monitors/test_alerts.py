@@ -198,6 +198,12 @@ def test_bad_slo_input(world: World) -> None:
             objective=0.9,
             rules=[BurnRateRuleSpec(long="5m", short="1h", burn_rate=2)],
         )
+    with pytest.raises(InvalidArgument, match="can never fire"):
+        SLOSpec(
+            indicator=Indicator.AVAILABILITY,
+            objective=0.9,
+            rules=[BurnRateRuleSpec(long="1h", short="5m", burn_rate=14.4)],
+        )
     with pytest.raises(InvalidArgument, match="http"):
         SLOSpec(indicator=Indicator.AVAILABILITY, objective=0.9, webhooks=["ftp://x"])
     with pytest.raises(NotFound):
