@@ -98,6 +98,7 @@ class InferResult:
     variant: LoadedVariant
     outputs: dict[str, np.ndarray]
     predict_s: float
+    log_s: float = 0.0  # handing the record to the request log (strict durability: until it is on disk)
 
 
 def _variant_key(d: str, v: VariantRoute) -> tuple[Any, ...]:
@@ -359,19 +360,41 @@ class DataPlane:
         try:
             outputs = await lv.runtime.predict(model_input)
         except MlpilotError as exc:
-            self._record(d, lv, request_id, "error", time.perf_counter() - t0, sticky_key, exc, None, model_input)
+            self._record(
+                d,
+                lv,
+                request_id,
+                "error",
+                time.perf_counter() - t0,
+                sticky_key,
+                exc,
+                None,
+                model_input,
+                trace_id=trace_id,
+            )
             raise
-        predict_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        predict_s = t1 - t0
         logged = {lv.validator.single_name: model_input} if lv.validator.single_name else model_input
         record = self._record(
-            d, lv, request_id, "ok", predict_s, sticky_key, None, outputs, logged, deliver=self.durable is None
+            d,
+            lv,
+            request_id,
+            "ok",
+            predict_s,
+            sticky_key,
+            None,
+            outputs,
+            logged,
+            deliver=self.durable is None,
+            trace_id=trace_id,
         )
-        record.trace_id = trace_id
         if self.durable is not None:
             await self.durable(record)  # strict durability: on disk before the answer leaves
+        log_s = time.perf_counter() - t1
         for shadow in d.shadows:
             self._mirror(d, shadow, request, request_id, sticky_key)
-        return InferResult(lv, outputs, predict_s)
+        return InferResult(lv, outputs, predict_s, log_s)
 
     def _record(
         self,
@@ -386,6 +409,7 @@ class DataPlane:
         inputs: Any = None,
         shadow: bool = False,
         deliver: bool = True,
+        trace_id: str | None = None,
     ) -> InferenceRecord:
         record = InferenceRecord(
             ts=time.time(),
@@ -400,6 +424,7 @@ class DataPlane:
             error=exc.message if exc else None,
             outputs=outputs,
             inputs=inputs,
+            trace_id=trace_id,
         )
         if deliver:
             self.sink(record)

@@ -190,12 +190,19 @@ class InferenceApp:
             raise
         t3 = time.perf_counter()
         if root is not None and self.tracer is not None:
-            t_pred = t2 - result.predict_s
+            t_log = t2 - result.log_s
+            t_pred = t_log - result.predict_s
             self.tracer.finish(
                 root,
                 lv.route.name,
                 f"{lv.route.model.name}:{lv.route.model.version}",
-                [("decode", t0, t1), ("route", t1, t_pred), ("predict", t_pred, t2), ("encode", t2, t3)],
+                [
+                    ("decode", t0, t1),
+                    ("route", t1, t_pred),
+                    ("predict", t_pred, t_log),
+                    ("log", t_log, t2),
+                    ("encode", t2, t3),
+                ],
                 "ok",
             )
         stages = vm.stages

@@ -60,6 +60,7 @@ def test_spans_per_stage_and_trace_id_in_the_log(tmp_path: Path) -> None:
             "decode",
             "route",
             "predict",
+            "log",
             "encode",
         ]
         assert all(root.start_time <= s.start_time <= s.end_time <= root.end_time for s in children)
