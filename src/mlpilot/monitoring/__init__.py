@@ -10,8 +10,8 @@ They are pure computation: no I/O, no threads, no clock (pass ``now=`` where tim
     result = TableDrift(correction="holm").fit(reference_df).predict(current_df)
     result.is_drift, result.to_frame()
 
-Families: numeric drift (KS, Wasserstein, PSI, Jensen-Shannon), categorical drift (chi-square, PSI, unseen
-categories), table drift with multiple-testing correction, prediction drift, multivariate drift (MMD, domain
+Families: numeric drift (KS, Wasserstein, PSI, Jensen-Shannon), categorical drift (chi-square, Jensen-Shannon,
+PSI, unseen categories), table drift with multiple-testing correction, prediction drift, multivariate drift (MMD, domain
 classifier), outliers (isolation forest, Mahalanobis), data quality, realized performance and label-free
 performance estimation (CBPE). scipy and scikit-learn (the ``sklearn`` extra) are imported on first use.
 """
@@ -20,7 +20,12 @@ from __future__ import annotations
 
 from mlpilot.monitoring.base import Detector, UnivariateDrift, clone
 from mlpilot.monitoring.corrections import adjust_p_values
-from mlpilot.monitoring.drift_categorical import CategoricalPSIDrift, ChiSquareDrift, UnseenCategoryDrift
+from mlpilot.monitoring.drift_categorical import (
+    CategoricalJensenShannonDrift,
+    CategoricalPSIDrift,
+    ChiSquareDrift,
+    UnseenCategoryDrift,
+)
 from mlpilot.monitoring.drift_multivariate import ClassifierDrift, MMDDrift
 from mlpilot.monitoring.drift_numeric import JensenShannonDrift, KSDrift, PSIDrift, WassersteinDrift
 from mlpilot.monitoring.estimation import CBPE
@@ -42,6 +47,7 @@ from mlpilot.monitoring.table import TableDrift
 
 __all__ = [
     "CBPE",
+    "CategoricalJensenShannonDrift",
     "CategoricalPSIDrift",
     "ChiSquareDrift",
     "ClassificationPerformance",

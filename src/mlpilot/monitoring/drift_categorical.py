@@ -1,4 +1,4 @@
-"""Drift of one categorical feature: chi-square, PSI on categories and the unseen-category rate.
+"""Drift of one categorical feature: chi-square, Jensen-Shannon and PSI on categories, the unseen-category rate.
 
 Categories are compared by equality (``"1"`` and ``1`` differ); missing values are dropped from both samples
 (a rising null rate is a data-quality finding, see :mod:`.quality`). Any dtype is accepted, numbers included.
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlpilot.monitoring._binning import psi, shares
+from mlpilot.monitoring._binning import jensenshannon, psi, shares
 from mlpilot.monitoring._extras import needs_extra
 from mlpilot.monitoring._inputs import Values, category_values, check_interval
 from mlpilot.monitoring.base import UnivariateDrift
@@ -91,6 +91,39 @@ class ChiSquareDrift(_CategoricalDrift):
         expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
         statistic = float(((table - expected) ** 2 / expected).sum())
         return statistic, float(stats.chi2.sf(statistic, dof)), detail
+
+
+class CategoricalJensenShannonDrift(_CategoricalDrift):
+    """Jensen-Shannon distance between the reference and current category frequencies.
+
+    The distance is ``scipy.spatial.distance.jensenshannon(reference_counts, current_counts)`` over the union of
+    categories (natural log, range ``[0, sqrt(ln 2)] ≈ [0, 0.833]``): categories unseen in the reference count with
+    a reference frequency of 0, no epsilon needed. This is the test Evidently's data-drift preset picks for
+    categorical columns of more than 1,000 reference rows (``jensenshannon``, threshold 0.1; Evidently flags
+    ``distance >= threshold``).
+
+    Args:
+        threshold: drift when the distance exceeds it.
+
+    Attributes:
+        reference_counts_: reference counts per category (a pandas Series).
+        feature_name_: the reference Series' name, or ``"value"``.
+    """
+
+    test = "jensenshannon"
+    has_p_value = False
+
+    def __init__(self, threshold: float = 0.1) -> None:
+        self.threshold = threshold
+
+    def _check_params(self) -> None:
+        check_interval(self, "threshold", self.threshold, 0.0, 1.0)
+
+    def _compute(self, current: Values) -> tuple[float, float | None, dict[str, Any]]:
+        table, categories = contingency_table(self.reference_counts_, self._current_counts(current))
+        n_unseen = len(categories) - len(self.reference_counts_)
+        detail = {"n_categories": len(categories), "n_unseen_categories": n_unseen}
+        return jensenshannon(table[0], table[1]), None, detail
 
 
 class CategoricalPSIDrift(_CategoricalDrift):

@@ -27,7 +27,12 @@ from mlpilot.monitoring._inputs import (
 )
 from mlpilot.monitoring.base import Detector, UnivariateDrift, clone
 from mlpilot.monitoring.corrections import CORRECTIONS, adjust_p_values
-from mlpilot.monitoring.drift_categorical import CategoricalPSIDrift, ChiSquareDrift, UnseenCategoryDrift
+from mlpilot.monitoring.drift_categorical import (
+    CategoricalJensenShannonDrift,
+    CategoricalPSIDrift,
+    ChiSquareDrift,
+    UnseenCategoryDrift,
+)
 from mlpilot.monitoring.drift_numeric import JensenShannonDrift, KSDrift, PSIDrift, WassersteinDrift
 from mlpilot.monitoring.results import DriftResult, FeatureDrift
 
@@ -39,6 +44,7 @@ NUMERIC_TESTS: dict[str, type[UnivariateDrift]] = {
 }
 CATEGORICAL_TESTS: dict[str, type[UnivariateDrift]] = {
     "chi2": ChiSquareDrift,
+    "jensenshannon": CategoricalJensenShannonDrift,
     "psi": CategoricalPSIDrift,
     "unseen": UnseenCategoryDrift,
 }
@@ -70,7 +76,7 @@ class TableDrift(Detector):
     Args:
         numeric_test: ``ks``, ``wasserstein``, ``psi``, ``jensenshannon``, or a configured numeric detector
             (cloned per column), e.g. ``PSIDrift(threshold=0.2, n_bins=20)``.
-        categorical_test: ``chi2``, ``psi``, ``unseen``, or a configured categorical detector.
+        categorical_test: ``chi2``, ``jensenshannon``, ``psi``, ``unseen``, or a configured categorical detector.
         alpha: family significance level of the hypothesis tests.
         correction: ``holm``, ``bonferroni``, ``fdr_bh`` or ``none``.
         drift_share: the dataset drifts when at least this share of features drifts, in ``(0, 1]``.

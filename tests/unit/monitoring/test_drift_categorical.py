@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from scipy import spatial, stats
 
 from mlpilot.errors import InvalidArgument
-from mlpilot.monitoring import CategoricalPSIDrift, ChiSquareDrift, UnseenCategoryDrift
+from mlpilot.monitoring import (
+    CategoricalJensenShannonDrift,
+    CategoricalPSIDrift,
+    ChiSquareDrift,
+    TableDrift,
+    UnseenCategoryDrift,
+)
 
 CHI2_CASES = [
     ("same-categories", list("aabbbcccc") * 20, list("abbcccccc") * 15),
@@ -51,6 +57,38 @@ def test_chi2_accepts_category_dtype_and_drops_missing() -> None:
     assert ChiSquareDrift().fit(reference).predict(pd.Series(["a", "a", None, "b"])) == plain
 
 
+@pytest.mark.parametrize(("reference", "current"), [c[1:] for c in CHI2_CASES], ids=[c[0] for c in CHI2_CASES])
+def test_jensenshannon_matches_scipy_over_the_union_of_categories(
+    reference: list[object], current: list[object]
+) -> None:
+    result = CategoricalJensenShannonDrift().fit(reference).predict(current)
+    categories = list(dict.fromkeys(reference + current))
+    ref = np.array([reference.count(c) for c in categories], dtype=float)
+    cur = np.array([current.count(c) for c in categories], dtype=float)
+    assert result.statistic == pytest.approx(spatial.distance.jensenshannon(ref, cur), rel=1e-12)
+    assert result.test == "jensenshannon" and result.p_value is None
+    assert result.detail["n_categories"] == len(categories)
+
+
+def test_jensenshannon_verdict_threshold_and_evidently_shares() -> None:
+    reference = ["a"] * 70 + ["b"] * 30
+    detector = CategoricalJensenShannonDrift(threshold=0.1).fit(reference)
+    same = detector.predict(["a"] * 7 + ["b"] * 3)
+    assert same.statistic == pytest.approx(0.0, abs=1e-12) and not same.is_drift
+    shifted = detector.predict(["a"] * 50 + ["b"] * 40 + ["new"] * 10)
+    # Evidently's categorical "jensenshannon": shares over the union of categories, scipy's distance (natural log)
+    expected = spatial.distance.jensenshannon([0.7, 0.3, 0.0], [0.5, 0.4, 0.1])
+    assert shifted.statistic == pytest.approx(expected, rel=1e-12)
+    assert shifted.is_drift and shifted.detail["n_unseen_categories"] == 1
+    assert 0.0 <= shifted.statistic <= np.sqrt(np.log(2))
+
+
+def test_jensenshannon_by_name_in_table_drift() -> None:
+    reference = pd.DataFrame({"c": ["a", "b"] * 50})
+    result = TableDrift(categorical_test="jensenshannon").fit(reference).predict(pd.DataFrame({"c": ["a"] * 10}))
+    assert result["c"].test == "jensenshannon" and result["c"].is_drift
+
+
 def test_categorical_psi_matches_hand_computed_value() -> None:
     reference = ["a"] * 50 + ["b"] * 50
     current = ["a"] * 30 + ["b"] * 50 + ["new"] * 20
@@ -71,7 +109,11 @@ def test_unseen_category_rate() -> None:
     assert not detector.predict(["a", "b", "c", "a", "b", "c", "a", "b", "c", "x"]).is_drift  # 0.1 is not above
 
 
-@pytest.mark.parametrize("cls", [ChiSquareDrift, CategoricalPSIDrift, UnseenCategoryDrift], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls",
+    [ChiSquareDrift, CategoricalJensenShannonDrift, CategoricalPSIDrift, UnseenCategoryDrift],
+    ids=lambda c: c.__name__,
+)
 def test_errors(cls: type[ChiSquareDrift]) -> None:
     with pytest.raises(InvalidArgument, match="not fitted"):
         cls().predict(["a"])

@@ -12,6 +12,7 @@ from scipy import spatial, stats
 from mlpilot.errors import InvalidArgument
 from mlpilot.monitoring import JensenShannonDrift, KSDrift, PSIDrift, WassersteinDrift
 from mlpilot.monitoring._ks import kstwo_sf
+from mlpilot.monitoring.drift_numeric import _merged_multiples, wasserstein_sorted
 
 # (id, n_reference, n_current, rounding decimals (None = continuous), shift of the current sample)
 KS_CASES = [
@@ -88,6 +89,40 @@ def test_wasserstein_matches_scipy_before_normalisation() -> None:
     assert result.detail["distance"] == pytest.approx(distance, rel=1e-12)
     assert result.statistic == pytest.approx(distance / np.std(reference), rel=1e-12)
     assert result.is_drift  # a shift of 1/6 std exceeds the default threshold of 0.1
+
+
+# (id, n_reference, n_current, rounding decimals (None = continuous), shift of the current sample)
+WASSERSTEIN_CASES = [
+    ("equal-sizes", 3_000, 3_000, None, 0.2),
+    ("equal-sizes-ties", 2_000, 2_000, 0, 0.0),
+    ("coprime-sizes", 997, 3_001, None, 0.1),
+    ("common-divisor", 6_000, 4_000, None, -0.3),
+    ("current-larger-ties", 1_500, 4_500, 1, 0.05),
+    ("one-value", 1, 7, None, 0.0),
+    ("large-unequal", 200_000, 70_001, None, 0.01),
+]
+
+
+@pytest.mark.parametrize(
+    ("n_ref", "n_cur", "decimals", "shift"), [c[1:] for c in WASSERSTEIN_CASES], ids=[c[0] for c in WASSERSTEIN_CASES]
+)
+def test_wasserstein_sorted_matches_scipy(n_ref: int, n_cur: int, decimals: int | None, shift: float) -> None:
+    rng = np.random.default_rng(n_ref + n_cur)
+    reference, current = rng.normal(0.0, 2.0, n_ref), rng.standard_t(4, n_cur) + shift
+    if decimals is not None:
+        reference, current = reference.round(decimals), current.round(decimals)
+    expected = stats.wasserstein_distance(reference, current)
+    got = wasserstein_sorted(np.sort(reference), np.sort(current))
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert wasserstein_sorted(np.sort(current), np.sort(reference)) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_merged_multiples_is_the_sorted_union() -> None:
+    for n in range(1, 40):
+        for m in range(1, 40):
+            a, b = m // math.gcd(n, m), n // math.gcd(n, m)
+            union = np.union1d(np.arange(1, n + 1) * a, np.arange(1, m + 1) * b)
+            np.testing.assert_array_equal(_merged_multiples(n, a, m, b), union)
 
 
 def test_wasserstein_constant_reference_is_not_normalised() -> None:
