@@ -23,6 +23,7 @@ from mlpilot.deployments.feed import SnapshotFeed
 from mlpilot.errors import MissingExtra
 from mlpilot.serving.dataplane import DataPlane
 from mlpilot.serving.http import InferenceApp, Receive, Scope, Send
+from mlpilot.serving.metrics import Metrics
 from mlpilot.serving.tracing import RequestTracer
 from mlpilot.settings import Settings
 from mlpilot.telemetry.reqlog import RequestLog, Segment
@@ -52,6 +53,7 @@ class PlatformServer:
             unload_grace_s=s.server.unload_grace_s,
             sink=self.reqlog,
             durable=self._durable if strict else None,
+            metrics=Metrics(per_request=s.server.metrics),
         )
         self.control = build_api(platform)
         self.tracer_provider = _tracer_provider(s) if s.tracing.enabled else None

@@ -43,6 +43,9 @@ class ServerSettings(BaseModel):
     #: Python's GIL switch interval in the server process, in seconds (the default 5 ms adds to tail latency
     #: whenever a background thread runs).
     gil_switch_interval_s: float = 0.0005
+    #: per-request Prometheus series (requests, latency per stage, batch sizes, in-flight); off only to measure
+    #: what they cost — drops and errors are always counted.
+    metrics: bool = True
 
 
 class LogSettings(BaseModel):

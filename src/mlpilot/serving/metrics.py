@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -18,19 +19,46 @@ STAGES = ("decode", "route", "predict", "encode", "total")
 STATUSES = ("ok", "client_error", "server_error")
 
 
+class _Off:
+    """Stands in for a metric child when per-request metrics are off: every update is a no-op."""
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+
+_OFF = _Off()
+
+
 class VariantMetrics:
     """Pre-bound label children of one (deployment, variant)."""
 
     __slots__ = ("batch", "requests", "stages")
 
     def __init__(self, m: Metrics, deployment: str, variant: str) -> None:
+        if not m.per_request:
+            self.requests: dict[str, Any] = dict.fromkeys(STATUSES, _OFF)
+            self.stages: dict[str, Any] = dict.fromkeys(STAGES, _OFF)
+            self.batch: Any = _OFF
+            return
         self.requests = {s: m.requests.labels(deployment, variant, s) for s in STATUSES}
         self.stages = {s: m.latency.labels(deployment, variant, s) for s in STAGES}
         self.batch = m.batch_size.labels(deployment, variant)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """Args:
+    per_request: update the per-request series (requests, latency per stage, batch sizes, in-flight); off,
+        only rare events are counted (drops, errors before routing, the snapshot version). For benchmarks.
+    """
+
+    def __init__(self, per_request: bool = True) -> None:
+        self.per_request = per_request
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -53,7 +81,9 @@ class Metrics:
         self.queue_depth = Gauge(
             "mlpilot_queue_depth", "Requests waiting for a batch", ["deployment", "variant"], registry=r
         )
-        self.inflight = Gauge("mlpilot_inflight_requests", "Requests being served", registry=r)
+        self.inflight: Any = Gauge("mlpilot_inflight_requests", "Requests being served", registry=r)
+        if not per_request:
+            self.inflight = _OFF
         self.errors = Counter(
             "mlpilot_request_errors", "Requests rejected before routing, by reason", ["reason"], registry=r
         )
