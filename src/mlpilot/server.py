@@ -62,7 +62,9 @@ class PlatformServer:
             fallback=self.control,
             max_body_bytes=s.server.max_body_bytes,
             server_version=__version__,
-            tracer=RequestTracer(self.tracer_provider) if self.tracer_provider is not None else None,
+            tracer=RequestTracer(self.tracer_provider, s.tracing.sample_ratio)
+            if self.tracer_provider is not None
+            else None,
         )
         self.feed = SnapshotFeed(
             platform.deployments,
@@ -202,7 +204,12 @@ def _tracer_provider(settings: Settings) -> Any:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError as exc:
         raise MissingExtra("tracing", "otel") from exc
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.tracing.service_name}))
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    # sampling is decided per request by RequestTracer (before any span exists), so the provider records all
+    provider = TracerProvider(
+        sampler=ALWAYS_ON, resource=Resource.create({"service.name": settings.tracing.service_name})
+    )
     if settings.tracing.otlp_endpoint:
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

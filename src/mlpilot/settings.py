@@ -69,6 +69,9 @@ class TracingSettings(BaseModel):
     #: OTLP/HTTP endpoint (e.g. ``http://127.0.0.1:4318/v1/traces``); empty = keep spans in memory only.
     otlp_endpoint: str = ""
     service_name: str = "mlpilot"
+    #: share of requests traced (head sampling); a request whose ``traceparent`` header is sampled is always
+    #: traced, continuing the caller's trace. Every request's trace id is in the request log either way.
+    sample_ratio: float = Field(0.1, ge=0.0, le=1.0)
 
 
 class MonitorSettings(BaseModel):

@@ -162,7 +162,11 @@ class InferenceApp:
         t1 = time.perf_counter()
         d, lv = self.dp.choose(name, version, sticky)
         vm = lv.metrics
-        root, trace_id = self.tracer.begin(name, request_id, t0) if self.tracer is not None else (None, None)
+        root, trace_id = (
+            self.tracer.begin(name, request_id, t0, _header(scope, b"traceparent"))
+            if self.tracer is not None
+            else (None, None)
+        )
         try:
             result = await self.dp.infer(d, lv, decoded, request_id, sticky, trace_id=trace_id)
             t2 = time.perf_counter()
