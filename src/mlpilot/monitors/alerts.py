@@ -9,6 +9,7 @@ records every transition as an event and notifies webhooks.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -129,6 +130,7 @@ class AlertService:
         clock: Clock,
         notifier: WebhookNotifier | None = None,
         webhooks: Sequence[str] = (),
+        settle_s: float = 120.0,
     ) -> None:
         self.store = store
         self.feedback = feedback
@@ -136,6 +138,9 @@ class AlertService:
         self.clock = clock
         self.notifier = notifier
         self.webhooks = list(webhooks)
+        #: request-count buckets known to be final, per SLO: (frame, the time up to which they are final)
+        self._settled: dict[str, tuple[pd.DataFrame, datetime]] = {}
+        self.settle_s = settle_s
 
     # ------------------------------------------------------------------------------------------ SLOs
 
@@ -180,16 +185,7 @@ class AlertService:
         since = now - horizon - timedelta(seconds=bucket)
         spec = defn.spec
         if spec.indicator in (Indicator.AVAILABILITY, Indicator.LATENCY):
-            frame = request_buckets(
-                self.log_root,
-                defn.deployment,
-                since=since,
-                until=now,
-                bucket_s=bucket,
-                indicator=spec.indicator.value,
-                latency_ms=spec.threshold,
-                variant=spec.variant,
-            )
+            frame = self._request_buckets(defn, since, now, bucket)
         elif spec.indicator is Indicator.ACCURACY:
             frame = self._accuracy_buckets(defn, since, now, bucket)
         else:
@@ -203,6 +199,36 @@ class AlertService:
         for start, good, total in zip(frame["start"], frame["good"], frame["total"], strict=True):
             counts.add(start.to_pydatetime(), float(good), float(total))
         return counts, slo
+
+    def _request_buckets(self, defn: SLODefinition, since: datetime, now: datetime, bucket: float) -> pd.DataFrame:
+        """Request counts per bucket. Buckets older than ``settle_s`` are final (records reach the log within a
+        second or two), so they are kept between evaluations and only the recent part is read again."""
+        spec = defn.spec
+        key = json.dumps([defn.deployment, defn.name, spec.model_dump(mode="json")], sort_keys=True)
+        cached = self._settled.get(key)
+
+        def read(start: datetime) -> pd.DataFrame:
+            return request_buckets(
+                self.log_root,
+                defn.deployment,
+                since=start,
+                until=now,
+                bucket_s=bucket,
+                indicator=spec.indicator.value,
+                latency_ms=spec.threshold,
+                variant=spec.variant,
+            )
+
+        if cached is not None and since <= cached[1] <= now:
+            old, settled = cached
+            frame = pd.concat([old[old["start"] >= pd.Timestamp(since)], read(settled)], ignore_index=True)
+        else:
+            frame = read(since)
+        cut = math.floor((now.timestamp() - self.settle_s) / bucket) * bucket
+        boundary = datetime.fromtimestamp(cut, timezone.utc)
+        if boundary > since:
+            self._settled[key] = (frame[frame["start"] < pd.Timestamp(boundary)].reset_index(drop=True), boundary)
+        return frame
 
     def _accuracy_buckets(self, defn: SLODefinition, since: datetime, now: datetime, bucket: float) -> pd.DataFrame:
         joined = self.feedback.joined(defn.deployment, since=since, until=now, variant=defn.spec.variant)

@@ -215,3 +215,19 @@ def test_bad_slo_input(world: World) -> None:
     with pytest.raises(InvalidArgument, match="firing or resolved"):
         p.alerts.list_alerts(status="open")
     assert [s.name for s in p.store.list_slos("iris")] == ["availability"]
+
+
+def test_settled_buckets_are_reused_and_give_the_same_counts(world: World) -> None:
+    from mlpilot.monitors import AlertService
+
+    p = world.platform
+    p.alerts.create("iris", "lat", SLOSpec(indicator=Indicator.LATENCY, objective=0.99, threshold=5), "t")
+    for _ in range(6):
+        traffic(world, 10, per_minute=3, error_every=7)
+        cached = p.alerts.status("iris", "availability")
+        fresh = AlertService(p.store, p.feedback, world.root, world.clock).status("iris", "availability")
+        assert (cached.good, cached.total) == (fresh.good, fresh.total) and cached.total > 0
+        assert [r.long_burn for r in cached.evaluation.rates] == [r.long_burn for r in fresh.evaluation.rates]
+    assert len(p.alerts._settled) == 1
+    assert p.alerts.status("iris", "lat").total == 6 * 30 - 6 * (30 // 7)  # successful requests only
+    assert len(p.alerts._settled) == 2  # each request-based SLO keeps its final buckets
