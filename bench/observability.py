@@ -10,7 +10,7 @@ configuration alike. Each configuration is the real ``mlpilot up`` process from 
 - ``on-fast``: request log (``fast`` durability), Prometheus metrics, OpenTelemetry tracing exported over OTLP/HTTP
   to a local collector stand-in that accepts and counts every export;
 - ``on-strict``: the same with ``strict`` durability (every record on disk before its response is sent);
-- ``all-traced``: ``on-fast`` with every request traced (``tracing.sample_ratio=1``; the default traces 10%).
+- ``all-traced``: ``on-fast`` with every request traced (``tracing.sample_ratio=1``; the default traces 1%).
 
 After each run the server is stopped gracefully and the bench checks that nothing was dropped: the records on
 disk equal the requests the server counted as served (``mlpilot_requests_total{status="ok"}``), and the
