@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pandas as pd
-
 from mlpilot.errors import FailedPrecondition, InvalidArgument
 from mlpilot.monitoring import TableDrift
 from mlpilot.monitoring.results import DriftResult
+from mlpilot.monitors.kinds import align_reference, input_frame
 from mlpilot.registry import Registry
 from mlpilot.store import Store
 from mlpilot.telemetry.query import read_records
@@ -43,26 +42,6 @@ class DriftReport:
             "reference_rows": self.reference_rows,
             "result": self.result.to_dict(),
         }
-
-
-def _features(logged: pd.DataFrame) -> pd.DataFrame:
-    cols = {c: c[3:] for c in logged.columns if str(c).startswith("in.")}
-    return logged[list(cols)].rename(columns=cols)
-
-
-def _align(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Match reference columns to logged input columns by name, or by position for one unnamed array input."""
-    shared = [c for c in reference.columns if c in current.columns]
-    if shared:
-        return reference[shared], current[shared]
-    positional = [c for c in current.columns if "[" in c]
-    if positional and len(positional) <= len(reference.columns):
-        ref = reference.iloc[:, : len(positional)]
-        return ref.set_axis(positional, axis=1), current[positional]
-    raise InvalidArgument(
-        f"the reference has columns {list(reference.columns)[:8]} but the logged inputs are "
-        f"{list(current.columns)[:8]}; register a reference with the model's input columns"
-    )
 
 
 class DriftMonitor:
@@ -103,14 +82,14 @@ class DriftMonitor:
         logged = read_records(self.log_root, deployment, since=since, until=until, variant=vname, shadow=False)
         if logged.empty:
             raise InvalidArgument(f"no logged predictions of {deployment}/{vname} in the window; widen --since")
-        current = _features(logged)
+        current = input_frame(logged)
         if reference_since is not None or reference_until is not None:
             past = read_records(
                 self.log_root, deployment, since=reference_since, until=reference_until, variant=vname, shadow=False
             )
             if past.empty:
                 raise InvalidArgument("the reference window holds no logged predictions")
-            reference, ref_name = _features(past), f"traffic {reference_since} .. {reference_until}"
+            reference, ref_name = input_frame(past), f"traffic {reference_since} .. {reference_until}"
         else:
             model = self.store.get_version(vspec.model)
             ref_name = model.bindings.get("reference", "")
@@ -120,6 +99,6 @@ class DriftMonitor:
                     f"--bind-to {model.ref}`, or give a reference window"
                 )
             reference = self.registry.read_dataset(ref_name)
-        reference, current = _align(reference, current)
+        reference, current = align_reference(reference, current)
         result = TableDrift(**drift_params).fit(reference).predict(current)
         return DriftReport(deployment, vname, ref_name, since, until, len(current), len(reference), result)

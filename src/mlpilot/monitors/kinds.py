@@ -19,7 +19,10 @@ from mlpilot.errors import InvalidArgument
 from mlpilot.records import MonitorSpec, MonitorStatus
 
 __all__ = [
+    "TARGET_COLUMNS",
     "Outcome",
+    "align_reference",
+    "apply_segment",
     "drift_outcome",
     "estimated_performance_outcome",
     "input_frame",
@@ -49,6 +52,30 @@ def _finite(x: Any) -> float | None:
 
 def _above(value: float | None, threshold: float | None, default: bool) -> bool:
     return default if threshold is None or value is None else value >= threshold
+
+
+#: labels in a reference dataset: the first of these columns that exists (or ``params.target``).
+TARGET_COLUMNS = ("target", "label", "y", "class")
+
+
+def align_reference(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Match reference columns to logged columns by name, or by position for one unnamed array input (the label
+    column of a reference is never a feature).
+
+    Raises:
+        InvalidArgument: neither matches.
+    """
+    shared = [c for c in current.columns if c in reference.columns]
+    if shared:
+        return reference[shared], current[shared]
+    positional = [c for c in current.columns if "[" in str(c)]
+    usable = [c for c in reference.columns if c not in TARGET_COLUMNS]
+    if positional and len(positional) <= len(usable):
+        return reference[usable[: len(positional)]].set_axis(positional, axis=1), current[positional]
+    raise InvalidArgument(
+        f"the reference has columns {list(reference.columns)[:8]} but the window has {list(current.columns)[:8]}; "
+        "register a reference with the model's input columns"
+    )
 
 
 def input_frame(logged: pd.DataFrame, features: Sequence[str] | None = None) -> pd.DataFrame:

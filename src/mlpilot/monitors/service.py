@@ -42,8 +42,7 @@ from mlpilot.telemetry.query import read_records
 
 log = logging.getLogger("mlpilot.monitors")
 
-#: labels in a reference dataset: the first of these columns that exists (or ``params.target``).
-TARGET_COLUMNS = ("target", "label", "y", "class")
+TARGET_COLUMNS = kinds.TARGET_COLUMNS
 
 
 def logged_features(signature: dict[str, Any] | None) -> list[str] | None:
@@ -269,7 +268,7 @@ class MonitorService:
             on_outputs = spec.params.get("on", "inputs") == "outputs"
             current = kinds.output_columns(logged) if on_outputs else kinds.input_frame(logged, spec.features)
             ref = self._reference(mon, model_ref, variant, start, outputs=on_outputs)
-            reference, current = _align(ref.frame, current)
+            reference, current = kinds.align_reference(ref.frame, current)
             params = {k: v for k, v in spec.params.items() if k != "on"}
             detector = self._cached(
                 ("drift", mon, ref.name, tuple(reference.columns)),
@@ -282,7 +281,7 @@ class MonitorService:
 
             current = kinds.input_frame(logged, spec.features)
             ref = self._reference(mon, model_ref, variant, start)
-            reference, current = _align(ref.frame, current)
+            reference, current = kinds.align_reference(ref.frame, current)
             options = dict(spec.params)
             detector = self._cached(
                 ("quality", mon, ref.name, tuple(reference.columns)),
@@ -434,21 +433,6 @@ def _model_inputs(frame: pd.DataFrame, signature: dict[str, Any] | None) -> Any:
         features = frame.drop(columns=[c for c in TARGET_COLUMNS if c in frame.columns])
         return features.to_numpy(dtype=DATATYPES.get(sig.inputs[0].datatype))
     return frame.drop(columns=[c for c in TARGET_COLUMNS if c in frame.columns])
-
-
-def _align(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Match reference columns to logged columns by name, or by position for one unnamed array input."""
-    shared = [c for c in current.columns if c in reference.columns]
-    if shared:
-        return reference[shared], current[shared]
-    positional = [c for c in current.columns if "[" in str(c)]
-    usable = [c for c in reference.columns if c not in TARGET_COLUMNS]
-    if positional and len(positional) <= len(usable):
-        return reference[usable[: len(positional)]].set_axis(positional, axis=1), current[positional]
-    raise InvalidArgument(
-        f"the reference has columns {list(reference.columns)[:8]} but the window has {list(current.columns)[:8]}; "
-        "register a reference with the model's input columns"
-    )
 
 
 def _with_reference(out: kinds.Outcome, ref: _Reference, variant: str) -> kinds.Outcome:
