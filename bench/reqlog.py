@@ -3,8 +3,10 @@
     .venv/bin/python bench/reqlog.py [--records 500000]
 
 Records look like the serving benchmark's: one row of 20 FP64 features, a class label and two probabilities.
-The time covers appending every record (the request-path cost) and the writer turning them into segments
-(``stop()`` waits for the last one). Run twice; reported in BENCHMARKS.md.
+Each record goes in one at a time through the call the data plane makes per request (``log(record)``, the
+sink; no batch API). The time covers those calls (the request-path cost) and the writer turning every record
+into segments (``stop()`` waits for the last one to be renamed into place); the rows on disk are then counted
+with DuckDB. Run twice; reported in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -50,12 +52,12 @@ def main() -> None:
         log.start()
         t0 = time.perf_counter()
         for r in records:
-            log.append(r)
+            log(r)  # what serving/dataplane.py calls for every request
         t_append = time.perf_counter() - t0
         log.stop()
         elapsed = time.perf_counter() - t0
         n = count_records(root, "lr")
-        assert n == args.records, n
+        assert n == args.records and log.dropped == 0, (n, log.dropped)
         size = sum(p.stat().st_size for p in root.rglob("*.parquet"))
         print(
             f"run {run}: {args.records:,} records in {elapsed:.2f} s = {args.records / elapsed:,.0f} records/s "

@@ -60,6 +60,10 @@ class LogSettings(BaseModel):
     #: where segments go; empty = ``<home>/logs``.
     root: str = ""
     enabled: bool = True
+    #: ``mlpilot logs prune`` deletes hour partitions older than this many days; 0 = keep forever.
+    retention_days: float = Field(0.0, ge=0)
+    #: ``mlpilot logs compact`` merges the segments of closed hours that have fewer rows than this.
+    compact_below_rows: int = Field(50_000, ge=2)
 
 
 class TracingSettings(BaseModel):

@@ -1,16 +1,24 @@
-"""``mlpilot feedback`` and ``mlpilot logs``."""
+"""``mlpilot feedback``, ``mlpilot drift`` and ``mlpilot logs`` (show, compact, prune)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+from typer.core import TyperGroup
 
-from mlpilot.cli.context import client
+from mlpilot.cli.context import CliContext, client
 from mlpilot.cli.output import console, print_json, table
-from mlpilot.errors import InvalidArgument
+from mlpilot.errors import InvalidArgument, NotFound
 from mlpilot.registry.datasets import read_table
+
+if TYPE_CHECKING:
+    from mlpilot.app import Platform
 
 
 def parse_since(text: str | None) -> str | None:
@@ -86,6 +94,131 @@ def logs_command(
     table(f"{deployment}: {len(df)} rows", cols, rows)
 
 
+class _LogsGroup(TyperGroup):
+    """``mlpilot logs DEPLOYMENT …`` stays ``mlpilot logs show DEPLOYMENT …``; ``compact`` and ``prune`` are
+    sub-commands (a deployment named like one is shown with ``mlpilot logs show NAME``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # ctx: typer's (vendored) click Context
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+logs = typer.Typer(
+    cls=_LogsGroup,
+    help="The request log: logged predictions (mlpilot logs DEPLOYMENT), compaction and retention.",
+    no_args_is_help=True,
+)
+
+
+def parse_age(text: str) -> datetime | timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s`` (an age) or an ISO timestamp (a cutoff; naive = UTC)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text.startswith("-"):
+        raise InvalidArgument(f"--older-than must not be negative, got {text!r}")
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"bad age {text!r}: use 30d, 12h, 90m or an ISO 8601 timestamp") from exc
+
+
+@contextmanager
+def _local_log(ctx: typer.Context, deployment: str) -> Iterator[tuple[Platform, bool]]:
+    """The platform of this machine's home, and whether ``deployment`` is a known deployment."""
+    from mlpilot.app import build_platform
+
+    obj: CliContext = ctx.obj
+    if obj.url:
+        raise InvalidArgument(
+            "log maintenance works on this machine's segment files: run it where the server's home is, without "
+            "--url / MLPILOT_URL"
+        )
+    platform = build_platform(obj.settings())
+    try:
+        try:
+            platform.store.get_deployment(deployment)
+            known = True
+        except NotFound:
+            known = False  # logs of a removed deployment can still be compacted or pruned
+        yield platform, known
+    finally:
+        platform.close()
+
+
+def _report(result: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        print_json(dataclasses.asdict(result))
+    else:
+        console.print(text)
+
+
+def compact_command(
+    ctx: typer.Context,
+    deployment: str = typer.Argument(...),
+    older_than: str | None = typer.Option(
+        None, "--older-than", help="only hours that ended before this age or time (default 10m: closed hours)"
+    ),
+    below_rows: int | None = typer.Option(
+        None, "--below-rows", min=2, help="merge segments with fewer rows (default MLPILOT_LOGS__COMPACT_BELOW_ROWS)"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Merge the small segments of each closed hour into larger ones (crash-safe; queries see every row once)."""
+    from mlpilot.telemetry.compaction import DEFAULT_TARGET_ROWS, compact
+
+    with _local_log(ctx, deployment) as (platform, known):
+        min_rows = below_rows or platform.settings.logs.compact_below_rows
+        r = compact(
+            platform.settings.log_root(),
+            deployment,
+            catalog=platform.store,
+            older_than=parse_age(older_than) if older_than else None,
+            min_rows=min_rows,
+            target_rows=max(DEFAULT_TARGET_ROWS, min_rows),
+            missing_ok=known,
+        )
+    _report(
+        r,
+        as_json,
+        f"{deployment}: merged {r.merged} segments into {r.written} in {r.partitions} hour(s) "
+        f"({r.rows:,} rows, {r.bytes_before / 1e6:.1f} MB → {r.bytes_after / 1e6:.1f} MB); "
+        f"hours before {r.cutoff:%Y-%m-%d %H:%M} UTC"
+        + (f"; finished {r.recovered} file(s) of an interrupted compaction" if r.recovered else ""),
+    )
+
+
+def prune_command(
+    ctx: typer.Context,
+    deployment: str = typer.Argument(...),
+    older_than: str | None = typer.Option(
+        None, "--older-than", help="delete hours that ended before this age or time (default: retention_days)"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Delete the request log's hour partitions older than a cutoff (retention), with their catalogue rows."""
+    from mlpilot.telemetry.compaction import apply_retention
+
+    with _local_log(ctx, deployment) as (platform, known):
+        days = platform.settings.logs.retention_days
+        if older_than is None and days <= 0:
+            raise InvalidArgument(
+                "retention is off (MLPILOT_LOGS__RETENTION_DAYS=0 keeps the log forever): give --older-than, "
+                "e.g. --older-than 30d"
+            )
+        age = parse_age(older_than) if older_than else timedelta(days=days)
+        r = apply_retention(
+            platform.settings.log_root(), deployment, older_than=age, catalog=platform.store, missing_ok=known
+        )
+    _report(
+        r,
+        as_json,
+        f"{deployment}: deleted {r.partitions} hour(s), {r.segments} segments ({r.rows:,} rows, "
+        f"{r.bytes / 1e6:.1f} MB) before {r.cutoff:%Y-%m-%d %H:%M} UTC",
+    )
+
+
 def drift_command(
     ctx: typer.Context,
     deployment: str = typer.Argument(...),
@@ -158,4 +291,7 @@ def _html(report: dict[str, object]) -> str:
 def install(app: typer.Typer) -> None:
     app.command("drift")(drift_command)
     app.command("feedback")(feedback_command)
-    app.command("logs")(logs_command)
+    logs.command("show")(logs_command)
+    logs.command("compact")(compact_command)
+    logs.command("prune")(prune_command)
+    app.add_typer(logs, name="logs")

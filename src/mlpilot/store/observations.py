@@ -59,6 +59,48 @@ class ObservationsMixin:
                     )
                 )
 
+    def delete_segments(self, paths: Sequence[str]) -> int:
+        """Forget catalogued segments (retention), in one transaction. Returns how many rows were deleted."""
+        with self._write() as conn:
+            return self._delete_segments(conn, paths)
+
+    def replace_segments(
+        self,
+        deployment: str,
+        old_paths: Sequence[str],
+        path: str,
+        rows: int,
+        size: int,
+        min_ts: datetime,
+        max_ts: datetime,
+    ) -> None:
+        """Catalogue a merged segment and forget the segments it replaces, in one transaction (compaction).
+        Idempotent: a replay after a crash changes nothing that is already done."""
+        s = t.log_segments
+        with self._write() as conn:
+            self._delete_segments(conn, [p for p in old_paths if p != path])
+            if conn.execute(sa.select(s.c.id).where(s.c.path == path)).first() is None:
+                conn.execute(
+                    s.insert().values(
+                        deployment=deployment,
+                        path=path,
+                        rows=rows,
+                        bytes=size,
+                        min_ts=min_ts,
+                        max_ts=max_ts,
+                        created_at=self.clock.now(),
+                    )
+                )
+
+    @staticmethod
+    def _delete_segments(conn: Connection, paths: Sequence[str]) -> int:
+        s = t.log_segments
+        deleted = 0
+        unique = list(dict.fromkeys(paths))
+        for i in range(0, len(unique), 500):  # bounded IN lists (SQLite's variable limit)
+            deleted += conn.execute(s.delete().where(s.c.path.in_(unique[i : i + 500]))).rowcount or 0
+        return deleted
+
     def list_segments(
         self, deployment: str, since: datetime | None = None, until: datetime | None = None
     ) -> list[dict[str, Any]]:

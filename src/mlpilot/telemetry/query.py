@@ -6,13 +6,19 @@ Windows are pruned by the ``dt=``/``hour=`` partitions before any file is opened
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from mlpilot.errors import InvalidArgument, MissingExtra
+from mlpilot.telemetry.compaction import live_files
+
+_RETRIES = 50  # a compaction going through many hours can make a long query retry several times in a row
+T = TypeVar("T")
 
 META_COLUMNS = (
     "ts",
@@ -52,8 +58,26 @@ def segment_files(root: Path, deployment: str, since: datetime | None, until: da
             start = datetime.strptime(f"{day} {hour_dir.name[5:]}", "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
             if (lo and start + timedelta(hours=1) <= lo) or (hi and start > hi):
                 continue  # partition pruning: this hour cannot hold matching rows
-            files.extend(str(p) for p in sorted(hour_dir.glob("seg-*.parquet")))
+            files.extend(str(p) for p in live_files(sorted(hour_dir.glob("seg-*.parquet"))))
     return files
+
+
+def with_segment_files(
+    root: Path, deployment: str, since: datetime | None, until: datetime | None, run: Callable[[list[str]], T]
+) -> T:
+    """Run ``run(files)`` (a DuckDB query) on the live segment files of a window. If one vanished between listing
+    and reading (a compaction or a prune deleted it meanwhile), list again and retry: the new listing holds the
+    same rows (a merged segment replaces its sources). Use it for any query over segment files."""
+    duckdb = _duckdb()
+    for attempt in range(_RETRIES):
+        files = segment_files(root, deployment, since, until)
+        try:
+            return run(files)
+        except duckdb.IOException:
+            if attempt == _RETRIES - 1 or all(Path(f).exists() for f in files):
+                raise  # not a vanished segment, or no end to it
+            time.sleep(0.002 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _window(since: datetime | None, until: datetime | None) -> tuple[list[str], list[Any]]:
@@ -86,7 +110,26 @@ def read_records(
     Raises:
         InvalidArgument: an unknown column was asked for.
     """
-    files = segment_files(root, deployment, since, until)
+    return with_segment_files(
+        root,
+        deployment,
+        since,
+        until,
+        lambda files: _read(files, since, until, variant, status, shadow, columns, limit, newest_first),
+    )
+
+
+def _read(
+    files: list[str],
+    since: datetime | None,
+    until: datetime | None,
+    variant: str | None,
+    status: str | None,
+    shadow: bool | None,
+    columns: list[str] | None,
+    limit: int | None,
+    newest_first: bool,
+) -> pd.DataFrame:
     if not files:
         return pd.DataFrame(columns=list(columns or META_COLUMNS))
     con = _duckdb().connect()
@@ -117,13 +160,15 @@ def read_records(
 
 
 def count_records(root: Path, deployment: str, since: datetime | None = None, until: datetime | None = None) -> int:
-    files = segment_files(root, deployment, since, until)
-    if not files:
-        return 0
-    con = _duckdb().connect()
-    try:
-        where, params = _window(since, until)
-        sql = f"SELECT count(*) FROM read_parquet(?, union_by_name=true) WHERE {' AND '.join(where)}"
-        return int(con.execute(sql, [files, *params]).fetchone()[0])
-    finally:
-        con.close()
+    def count(files: list[str]) -> int:
+        if not files:
+            return 0
+        con = _duckdb().connect()
+        try:
+            where, params = _window(since, until)
+            sql = f"SELECT count(*) FROM read_parquet(?, union_by_name=true) WHERE {' AND '.join(where)}"
+            return int(con.execute(sql, [files, *params]).fetchone()[0])
+        finally:
+            con.close()
+
+    return with_segment_files(root, deployment, since, until, count)

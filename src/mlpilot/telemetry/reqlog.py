@@ -1,10 +1,13 @@
 """The request log: every served request as rows of zstd Parquet segments, written off the request path.
 
-Request path: ``append(record)`` puts the record in a bounded in-memory queue (O(1), never blocks, never does
-I/O). When the queue is full the record is dropped and counted — never silently. A background writer thread
-drains the queue, turns records into columns (one row per input row, typed columns from the inputs and
-outputs), and writes a segment per deployment and hour to ``<root>/<deployment>/dt=YYYY-MM-DD/hour=HH/
-seg-<t>-<n>.parquet``: to a temporary name first, then renamed, so a reader never sees a partial file.
+Request path: ``log(record)`` (or ``append``) puts the record in a bounded in-memory queue (O(1), never blocks,
+never does I/O, allocates nothing but the deque slot). When the queue is full the record is dropped and counted —
+never silently. A background writer thread drains the queue (one C loop), turns records into columns 2,048 at a
+time (:mod:`mlpilot.telemetry.columns`: one row per input row, typed columns from the inputs and outputs, numpy
+calls per column rather than Python work per record), and hands each partition's table to a segment thread that
+writes it to ``<root>/<deployment>/dt=YYYY-MM-DD/hour=HH/seg-<t>-<pid>-<n>.parquet`` — to a temporary name first,
+then renamed, so a reader never sees a partial file. Parquet encoding releases the GIL, so it overlaps the
+column building of the next records (a partition past ``_SEGMENT_ROWS`` rows is handed over right away).
 
 Durability:
 
@@ -24,20 +27,23 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import repeat, starmap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlpilot.telemetry.columns import records_table
+from mlpilot.telemetry.columns import COMPRESSION, COMPRESSION_LEVEL, dictionary_columns, partition_tables
 
 log = logging.getLogger("mlpilot.reqlog")
 
 SCHEMA_VERSION = 1
-_CHUNK = 512  # records turned into columns between two GIL hand-offs
+_CHUNK = 2048  # records turned into columns between two GIL hand-offs (and that stay in the CPU cache)
+_SEGMENT_ROWS = 131_072  # a partition this big is written while the next records are turned into columns
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,8 @@ class RequestLog:
         capacity: most records waiting to be written; beyond it ``append`` drops and counts.
         flush_interval_s: how often the writer writes in ``fast`` mode (the bounded loss window on a crash).
         durability: ``fast`` or ``strict`` (see the module docstring).
-        on_segment: called from the writer thread with each new :class:`Segment` (the catalog).
+        on_segment: called with each new :class:`Segment` once it is renamed into place (the catalog), from the
+            segment thread.
         on_drop: called with the number of records dropped since the last call (metrics, events).
     """
 
@@ -89,6 +96,10 @@ class RequestLog:
         self.dropped = 0
         self.written = 0
         self._seq = 0
+        # segments handed to the segment thread, oldest first (the writer thread builds the next meanwhile)
+        self._pool: ThreadPoolExecutor | None = None
+        self._writes: deque[Future[None]] = deque()
+        self._write_failed = False
         # strict mode: records waiting for the next group commit, with their completion callbacks
         self._pending: list[tuple[Any, Callable[[], None]]] = []
         self._spill_dir = self.root / "_spill"
@@ -105,7 +116,12 @@ class RequestLog:
         return True
 
     def __call__(self, record: Any) -> None:
-        self.append(record)
+        """The data plane's sink: ``append`` inlined (one Python call per request, not two)."""
+        q = self._queue
+        if len(q) < self.capacity:
+            q.append(record)
+        else:
+            self.dropped += 1
 
     def append_durable(self, record: Any, done: Callable[[], None]) -> None:
         """Strict mode: ``done`` is called (from the writer thread) once the record is fsynced to the spill."""
@@ -117,6 +133,7 @@ class RequestLog:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mlpilot-reqlog-segment")
         self._remove_torn_segments()
         self._replay_spills()
         self._stopping = False
@@ -132,6 +149,10 @@ class RequestLog:
             self._thread.join(timeout=60)
             self._thread = None
         self._flush()
+        self._wait_writes()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def _run(self) -> None:
         next_flush = time.monotonic() + self.flush_interval_s
@@ -171,50 +192,83 @@ class RequestLog:
             done()
 
     def _flush(self) -> None:
-        batch = []
         q = self._queue
-        while q:
-            batch.append(q.popleft())
+        batch = list(starmap(q.popleft, repeat((), len(q))))  # a C loop; appends racing with it stay queued
         if batch:
             self._write(batch)
         if self.durability == "strict":
+            if not self._wait_writes():
+                raise OSError("a request-log segment could not be written; its records stay in the spill")
             # everything spilled is now in segments
             for spill in self._spill_dir.glob(f"spill-{os.getpid()}-*.jsonl"):
                 with contextlib.suppress(OSError):
                     spill.unlink()
 
-    def _write(self, records: Iterable[Any]) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    def _write(self, records: Sequence[Any]) -> None:
+        # Chunk by chunk in arrival order: every pass over a chunk's records finds them in the CPU cache, and
+        # the GIL goes back to the event loop between chunks. A partition that reaches _SEGMENT_ROWS is handed
+        # to the segment thread right away, so encoding it (which releases the GIL) overlaps the next chunks.
+        parts: dict[tuple[str, int], list[Any]] = {}
+        rows: dict[tuple[str, int], int] = {}
+        for i in range(0, len(records), _CHUNK):
+            for key, built in partition_tables(records[i : i + _CHUNK]).items():
+                parts.setdefault(key, []).extend(built)
+                rows[key] = rows.get(key, 0) + sum(t.num_rows for t in built)
+                if rows[key] >= _SEGMENT_ROWS:
+                    self._emit(key, parts.pop(key))
+                    del rows[key]
+            time.sleep(0)
+        for key, tables in parts.items():
+            self._emit(key, tables)
 
-        by_part: dict[tuple[str, str, str], list[Any]] = {}
-        for r in records:
-            t = datetime.fromtimestamp(r.ts, tz=timezone.utc)
-            by_part.setdefault((r.deployment, t.strftime("%Y-%m-%d"), t.strftime("%H")), []).append(r)
-        for (dep, day, hour), part in by_part.items():
-            tables = []
-            for i in range(0, len(part), _CHUNK):
-                tables.append(records_table(part[i : i + _CHUNK]))
-                time.sleep(0)  # hand the GIL to the event loop between chunks
-            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
-            table = table.replace_schema_metadata({"mlpilot_schema_version": str(SCHEMA_VERSION)})
-            folder = self.root / dep / f"dt={day}" / f"hour={hour}"
-            folder.mkdir(parents=True, exist_ok=True)
-            self._seq += 1
-            name = f"seg-{time.time_ns()}-{os.getpid()}-{self._seq}.parquet"
-            tmp = folder / f".{name}.tmp"
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, folder / name)
-            self.written += table.num_rows
-            if self._on_segment is not None:
-                ts = [r.ts for r in part]
-                size = (folder / name).stat().st_size
-                self._on_segment(Segment(dep, folder / name, table.num_rows, min(ts), max(ts), size))
+    def _emit(self, key: tuple[str, int], tables: list[Any]) -> None:
+        """Hand a partition's tables to the segment thread (at most two waiting: back-pressure on memory)."""
+        import pyarrow as pa
+
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+        if self._pool is None:
+            self._write_segment(key, table)
+            return
+        while len(self._writes) >= 2:
+            self._collect(self._writes.popleft())
+        self._writes.append(self._pool.submit(self._write_segment, key, table))
+
+    def _collect(self, write: Future[None]) -> None:
+        """Wait for one handed-over segment; a failed one is logged here (its records are lost in fast mode, kept
+        in the spill in strict mode), so it never takes down the batch being built."""
+        try:
+            write.result()
+        except Exception:
+            self._write_failed = True
+            log.exception("request-log segment write failed")
+
+    def _wait_writes(self) -> bool:
+        """Wait until every handed-over segment is renamed into place. False if one failed since the last call."""
+        while self._writes:
+            self._collect(self._writes.popleft())
+        ok, self._write_failed = not self._write_failed, False
+        return ok
+
+    def _write_segment(self, key: tuple[str, int], table: Any) -> None:
+        dep, hour = key
+        table = table.replace_schema_metadata({"mlpilot_schema_version": str(SCHEMA_VERSION)})
+        start = datetime.fromtimestamp(hour * 3600, tz=timezone.utc)
+        folder = self.root / dep / f"dt={start:%Y-%m-%d}" / f"hour={start:%H}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        name = f"seg-{time.time_ns()}-{os.getpid()}-{self._seq}.parquet"
+        tmp = folder / f".{name}.tmp"
+        write_segment(table, tmp)
+        os.replace(tmp, folder / name)
+        self.written += table.num_rows
+        if self._on_segment is not None:
+            lo, hi = ts_span(table)
+            self._on_segment(Segment(dep, folder / name, table.num_rows, lo, hi, (folder / name).stat().st_size))
 
     def _remove_torn_segments(self) -> None:
         """Delete half-written segments (``.seg-….tmp``) of processes that died while writing them."""
         for tmp in self.root.glob("*/dt=*/hour=*/.seg-*.tmp"):
-            if not _pid_alive(_pid_of(tmp.name, 2)):
+            if not pid_alive(pid_of(tmp.name, 2)):
                 with contextlib.suppress(OSError):
                     tmp.unlink()
 
@@ -224,7 +278,7 @@ class RequestLog:
         if not self._spill_dir.is_dir():
             return
         for spill in sorted(self._spill_dir.glob("spill-*.jsonl")):
-            if _pid_alive(_pid_of(spill.name, 1)):
+            if pid_alive(pid_of(spill.name, 1)):
                 continue
             records = []
             with open(spill, "rb") as f:
@@ -235,10 +289,33 @@ class RequestLog:
                         break  # a torn last line from the crash: everything before it was fsynced
             if records:
                 self._write(records)
+                if not self._wait_writes():
+                    continue  # keep the spill: replayed by the next start
             spill.unlink()
 
 
-def _pid_of(name: str, index: int) -> int:
+def write_segment(table: Any, path: Path, **options: Any) -> None:
+    """Write ``table`` as a request-log segment file (zstd; dictionary pages only where values repeat)."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        table,
+        path,
+        compression=COMPRESSION,
+        compression_level=COMPRESSION_LEVEL,
+        use_dictionary=dictionary_columns(table.schema),
+        **options,
+    )
+
+
+def ts_span(table: Any) -> tuple[float, float]:
+    """Earliest and latest ``ts`` of a segment table, in epoch seconds (numpy only: no ``pyarrow.compute``, whose
+    import alone holds the GIL for half a second)."""
+    us = [c.to_numpy().view(np.int64) for c in table.column("ts").chunks if len(c)]
+    return min(int(u.min()) for u in us) / 1e6, max(int(u.max()) for u in us) / 1e6
+
+
+def pid_of(name: str, index: int) -> int:
     """The pid field of a segment (``.seg-<ns>-<pid>-<n>…``) or spill (``spill-<pid>-<thread>…``) name."""
     try:
         return int(name.lstrip(".").split("-")[index])
@@ -246,7 +323,7 @@ def _pid_of(name: str, index: int) -> int:
         return -1
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     if pid == os.getpid():
