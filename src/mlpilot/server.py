@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import sys
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -40,11 +41,12 @@ class PlatformServer:
 
     def __init__(self, platform: Platform, *, grpc_port: int | None = None, scheduler: bool = False) -> None:
         """Args:
-        scheduler: run due monitors and evaluate SLOs every ``monitors.tick_s`` (server processes only, never in
-            an SDK user's process; several processes may all run it: each monitor run is claimed once).
+        scheduler: run due monitors and evaluate SLOs every ``monitors.tick_s``, and request-log retention and
+            compaction every ``logs.maintain_every_s`` (server processes only, never in an SDK user's process;
+            several processes may all run it: each monitor run is claimed once, compaction takes a lock).
         """
         s = platform.settings
-        self.scheduler = scheduler and s.monitors.enabled
+        self.scheduler = scheduler
         self.platform = platform
         self.reqlog = self._request_log(platform) if s.logs.enabled else None
         strict = self.reqlog is not None and s.logs.durability == "strict"
@@ -140,16 +142,41 @@ class PlatformServer:
             self._started = True
 
     async def _schedule(self) -> None:
-        """The monitor scheduler: a tick every ``monitors.tick_s`` on a worker thread (never blocks serving)."""
-        period = self.platform.settings.monitors.tick_s
+        """Periodic work on a worker thread (never blocking serving): a monitor tick every ``monitors.tick_s``,
+        request-log retention and compaction every ``logs.maintain_every_s``."""
+        s = self.platform.settings
+        period = s.monitors.tick_s if s.monitors.enabled else max(s.logs.maintain_every_s, 1.0)
+        last_maintenance = time.monotonic()
         while True:
             await asyncio.sleep(period)
+            if s.monitors.enabled:
+                try:
+                    report = await asyncio.to_thread(self.platform.monitors.tick)
+                    for change in report.alerts:
+                        log.warning("alert %s: %s", change.action, change.alert.summary)
+                except Exception:  # a failing tick (store outage …) is logged; the next one retries
+                    log.exception("monitor tick failed")
+            every = s.logs.maintain_every_s
+            if s.logs.enabled and every > 0 and time.monotonic() - last_maintenance >= every:
+                last_maintenance = time.monotonic()
+                await asyncio.to_thread(self.maintain_logs)
+
+    def maintain_logs(self) -> None:
+        """Retention and compaction of every deployment's request log (one deployment failing does not stop it)."""
+        from mlpilot.telemetry.compaction import maintain
+
+        s = self.platform.settings
+        for dep in self.platform.store.list_deployments():
             try:
-                report = await asyncio.to_thread(self.platform.monitors.tick)
-                for change in report.alerts:
-                    log.warning("alert %s: %s", change.action, change.alert.summary)
-            except Exception:  # a failing tick (store outage …) is logged; the next one retries
-                log.exception("monitor tick failed")
+                maintain(
+                    s.log_root(),
+                    dep.name,
+                    catalog=self.platform.store,
+                    retention_days=s.logs.retention_days,
+                    compact_below_rows=s.logs.compact_below_rows,
+                )
+            except Exception:
+                log.exception("request-log maintenance of %s failed", dep.name)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -64,6 +64,8 @@ class LogSettings(BaseModel):
     retention_days: float = Field(0.0, ge=0)
     #: ``mlpilot logs compact`` merges the segments of closed hours that have fewer rows than this.
     compact_below_rows: int = Field(50_000, ge=2)
+    #: how often ``mlpilot up`` applies retention and compacts closed hours, in seconds; 0 = never (use the CLI).
+    maintain_every_s: float = Field(600.0, ge=0)
 
 
 class TracingSettings(BaseModel):

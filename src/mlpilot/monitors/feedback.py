@@ -22,7 +22,7 @@ import pandas as pd
 
 from mlpilot.errors import InvalidArgument, NotFound
 from mlpilot.store import Store
-from mlpilot.telemetry.query import read_records, segment_files
+from mlpilot.telemetry.query import read_records, with_segment_files
 
 KINDS = ("label", "score", "reward")
 
@@ -110,22 +110,24 @@ class FeedbackService:
         return self.store.put_feedback(deployment, rows, actor)
 
     def _logged(self, deployment: str, request_ids: list[str]) -> dict[tuple[str, int], Any]:
-        files = segment_files(self.log_root, deployment, None, None)
-        if not files:
-            return {}
         import duckdb
 
-        con = duckdb.connect()
-        try:
-            cols = set(con.read_parquet(files, union_by_name=True).columns)
-            pred = '"out.predict"' if "out.predict" in cols else "NULL"
-            found = con.execute(
-                f"SELECT request_id, row, {pred} FROM read_parquet(?, union_by_name=true) "
-                "WHERE NOT shadow AND request_id IN (SELECT unnest(?))",
-                [files, request_ids],
-            ).fetchall()
-        finally:
-            con.close()
+        def run(files: list[str]) -> list[Any]:
+            if not files:
+                return []
+            con = duckdb.connect()
+            try:
+                cols = set(con.read_parquet(files, union_by_name=True).columns)
+                pred = '"out.predict"' if "out.predict" in cols else "NULL"
+                return con.execute(
+                    f"SELECT request_id, row, {pred} FROM read_parquet(?, union_by_name=true) "
+                    "WHERE NOT shadow AND request_id IN (SELECT unnest(?))",
+                    [files, request_ids],
+                ).fetchall()
+            finally:
+                con.close()
+
+        found = with_segment_files(self.log_root, deployment, None, None, run)
         return {(rid, int(row)): (p.item() if hasattr(p, "item") else p) for rid, row, p in found}
 
     def joined(

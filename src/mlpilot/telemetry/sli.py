@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlpilot.errors import InvalidArgument
-from mlpilot.telemetry.query import _duckdb, segment_files
+from mlpilot.telemetry.query import _duckdb, with_segment_files
 
 __all__ = ["request_buckets"]
 
@@ -40,9 +40,6 @@ def request_buckets(
     if bucket_s <= 0:
         raise InvalidArgument("bucket_s must be > 0")
     empty = pd.DataFrame({"start": pd.Series([], dtype="datetime64[us, UTC]"), "good": [], "total": []})
-    files = segment_files(root, deployment, since, until)
-    if not files:
-        return empty
     where = ["ts >= ?", "ts < ?", "row = 0", "NOT shadow"]
     params: list[object] = [since, until]
     if variant is not None:
@@ -58,11 +55,17 @@ def request_buckets(
         f"{good}::DOUBLE AS good, count(*)::DOUBLE AS total "
         f"FROM read_parquet(?, union_by_name=true) WHERE {' AND '.join(where)} GROUP BY 1 ORDER BY 1"
     )
-    con = _duckdb().connect()
-    try:
-        out = con.execute(sql, [files, *params]).df()
-    finally:
-        con.close()
+
+    def run(files: list[str]) -> pd.DataFrame:
+        if not files:
+            return empty
+        con = _duckdb().connect()
+        try:
+            return con.execute(sql, [files, *params]).df()
+        finally:
+            con.close()
+
+    out = with_segment_files(root, deployment, since, until, run)
     if out.empty:
         return empty
     out["start"] = pd.to_datetime(out["start"], utc=True)

@@ -390,3 +390,32 @@ def test_maintain_prunes_then_compacts(log: Log, store: Store) -> None:
     assert count_records(log.root, "d") == 300
     _catalog_matches_disk(store, log)
     assert compaction.maintain(log.root, "nothing-yet", catalog=store, retention_days=1)[1].merged == 0
+
+
+def test_the_server_maintains_every_deployments_log(tmp_path: Path) -> None:
+    """`mlpilot up`'s periodic job: retention by the setting, then compaction, for every deployment."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mlpilot import Client
+    from mlpilot.app import build_platform
+    from mlpilot.server import PlatformServer
+    from mlpilot.settings import Settings
+
+    settings = Settings(home=tmp_path / "home", logs={"root": str(tmp_path / "logs"), "retention_days": 0.5})
+    with Client(settings=settings) as c:
+        X = np.random.default_rng(0).normal(size=(20, 3))
+        v = c.register_model("m", LogisticRegression().fit(X, X[:, 0] > 0), sample=X[:2])
+        c.deploy("d", v.ref)
+    platform = build_platform(settings)
+    try:
+        log = Log(tmp_path / "logs", platform.store)
+        log.segments(30, 2)  # older than the retention
+        log.segments(2, 3)
+        before = count_records(log.root, "d")
+        PlatformServer(platform).maintain_logs()
+        hours = {f.parent.name: f for f in log.files()}
+        assert len(log.files()) == 1 and len(hours) == 1  # the old hour pruned, the 3 segments merged into one
+        assert count_records(log.root, "d") == before - 2 * 100  # 50 requests of 2 rows per segment
+        _catalog_matches_disk(platform.store, log)
+    finally:
+        platform.close()
