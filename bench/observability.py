@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -31,8 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import serving as sb  # noqa: E402  (the serving bench's harness)
-from load import Level  # noqa: E402
+import serving as sb
+from load import Level
 
 LEVEL = Level(threads=2, connections=8)
 
@@ -46,7 +48,7 @@ class Collector:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 n = int(self.headers.get("content-length") or 0)
                 self.rfile.read(n)
                 outer.exports += 1
@@ -125,13 +127,16 @@ def run_config(cfg: Config, case: sb.ModelCase, bench: sb.Config, duration_s: fl
             cpu = sb.LOAD_CPU if bench.pin else None
             sb.run_wrk(bench.wrk, infer, bench.body_path, LEVEL, 3.0, cpu=cpu)  # warm-up
             probe = sb.Interference(running.pid)
+            ticks0 = sb.tree_cpu_ticks(running.pid)
             result = sb.run_wrk(bench.wrk, infer, bench.body_path, LEVEL, duration_s, cpu=cpu)
+            cpu_s = (sb.tree_cpu_ticks(running.pid) - ticks0) / os.sysconf("SC_CLK_TCK")
             other = probe.other_pct()
             served = scrape(base) if cfg.key != "off" else {"ok": float("nan"), "dropped": 0.0}
         finally:
             running.stop()  # SIGTERM: graceful shutdown writes every queued record
         logged = count_records(Path(tmp) / "home" / "logs", case.name) if cfg.key != "off" else None
     row = {"config": cfg.key, "model": case.name, **result.to_dict(), "other_cpu_pct": other}
+    row["cpu_us_per_request"] = cpu_s / max(1, result.requests) * 1e6
     row.update({"served_ok": served["ok"], "dropped": served["dropped"], "logged": logged})
     return row
 
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{case.name} round {rnd} {cfg.key:<9} {row['rps']:8.1f} req/s  p99 {row['p99_ms']:6.2f} ms"
                     f"  errors {row['errors_status'] + row['errors_socket']}{lost}  dropped {row['dropped']:.0f}"
-                    f"  other CPU {row['other_cpu_pct']:.0f}%",
+                    f"  CPU {row['cpu_us_per_request']:.0f} us/req  other CPU {row['other_cpu_pct']:.0f}%",
                     flush=True,
                 )
                 if row["logged"] is not None and (row["logged"] != row["served_ok"] or row["dropped"]):
@@ -177,15 +182,22 @@ def main(argv: list[str] | None = None) -> int:
                     )
     summary: dict[str, Any] = {}
     for case in cases:
-        mean = {
-            c.key: sum(r["rps"] for r in rows if r["config"] == c.key and r["model"] == case.name) / args.rounds
+
+        def of(key: str, field: str, model: str = case.name) -> list[float]:
+            return [r[field] for r in rows if r["config"] == key and r["model"] == model]
+
+        # The machine's speed drifts between runs (shared host): compare each round's runs with that round's
+        # "off" run, and report the median over rounds; CPU per request is the steadier measure.
+        ratio = {
+            c.key: statistics.median(a / b for a, b in zip(of(c.key, "rps"), of("off", "rps"), strict=True))
             for c in cfgs
         }
+        cpu = {c.key: statistics.median(of(c.key, "cpu_us_per_request")) for c in cfgs}
         summary[case.name] = {
-            "mean_rps": mean,
-            "cost_fast": 1 - mean["on-fast"] / mean["off"],
-            "cost_strict": 1 - mean["on-strict"] / mean["off"],
-            "cost_all_traced": 1 - mean["all-traced"] / mean["off"],
+            "median_rps": {c.key: statistics.median(of(c.key, "rps")) for c in cfgs},
+            "throughput_cost": {c.key: 1 - ratio[c.key] for c in cfgs},
+            "cpu_us_per_request": cpu,
+            "cpu_cost": {c.key: 1 - cpu["off"] / cpu[c.key] for c in cfgs},
         }
     report = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -200,11 +212,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    lines = ["| model | configuration | mean req/s | cost vs all off |", "|---|---|---:|---:|"]
+    lines = [
+        "| model | configuration | median req/s | throughput cost (median of per-round ratios) "
+        "| server CPU µs / request | cost in CPU per request |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for model, s in summary.items():
         for c in cfgs:
-            cost = "" if c.key == "off" else f"{1 - s['mean_rps'][c.key] / s['mean_rps']['off']:.1%}"
-            lines.append(f"| {model} | {c.label} | {s['mean_rps'][c.key]:.0f} | {cost} |")
+            off = c.key == "off"
+            lines.append(
+                f"| {model} | {c.label} | {s['median_rps'][c.key]:.0f} | "
+                f"{'' if off else format(s['throughput_cost'][c.key], '.1%')} | {s['cpu_us_per_request'][c.key]:.0f} | "
+                f"{'' if off else format(s['cpu_cost'][c.key], '.1%')} |"
+            )
     table = "\n".join(lines)
     args.out.with_suffix(".md").write_text(table + "\n")
     print(table)

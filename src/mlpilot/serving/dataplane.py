@@ -50,13 +50,14 @@ class InferenceRecord:
     variant: str
     model: str
     status: str
-    latency_s: float
+    latency_s: float  # the model call, including any wait for a batch
     shadow: bool = False
     sticky_key: str | None = None
     error: str | None = None
     outputs: dict[str, np.ndarray] | None = None
     inputs: Any = None  # the validated model input (array, DataFrame or dict of arrays), not copied
     trace_id: str | None = None
+    decode_s: float = 0.0  # from the request's arrival until the model input was ready (decode, route, validate)
 
 
 class RecentRecords:
@@ -353,10 +354,16 @@ class DataPlane:
         request_id: str,
         sticky_key: str | None = None,
         trace_id: str | None = None,
+        arrived: float | None = None,
     ) -> InferResult:
-        """Validate and predict on the chosen variant; mirror to shadows afterwards."""
+        """Validate and predict on the chosen variant; mirror to shadows afterwards.
+
+        Args:
+            arrived: ``perf_counter()`` when the request arrived (its record's ``decode_s`` counts from there).
+        """
         model_input = lv.validator(request.inputs)
         t0 = time.perf_counter()
+        decode_s = t0 - arrived if arrived is not None else 0.0
         try:
             outputs = await lv.runtime.predict(model_input)
         except MlpilotError as exc:
@@ -371,6 +378,7 @@ class DataPlane:
                 None,
                 model_input,
                 trace_id=trace_id,
+                decode_s=decode_s,
             )
             raise
         t1 = time.perf_counter()
@@ -388,6 +396,7 @@ class DataPlane:
             logged,
             deliver=self.durable is None,
             trace_id=trace_id,
+            decode_s=decode_s,
         )
         if self.durable is not None:
             await self.durable(record)  # strict durability: on disk before the answer leaves
@@ -410,6 +419,7 @@ class DataPlane:
         shadow: bool = False,
         deliver: bool = True,
         trace_id: str | None = None,
+        decode_s: float = 0.0,
     ) -> InferenceRecord:
         record = InferenceRecord(
             ts=time.time(),
@@ -425,6 +435,7 @@ class DataPlane:
             outputs=outputs,
             inputs=inputs,
             trace_id=trace_id,
+            decode_s=decode_s,
         )
         if deliver:
             self.sink(record)

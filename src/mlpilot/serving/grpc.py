@@ -206,7 +206,7 @@ class InferenceServicer:
         t1 = time.perf_counter()
         d, lv = self.dp.choose(name, request.model_version or None, sticky)
         try:
-            result = await self.dp.infer(d, lv, decoded, request_id, sticky)
+            result = await self.dp.infer(d, lv, decoded, request_id, sticky, arrived=t0)
             t2 = time.perf_counter()
             outputs = result.outputs
             if decoded.outputs is not None:

@@ -168,7 +168,7 @@ class InferenceApp:
             else (None, None)
         )
         try:
-            result = await self.dp.infer(d, lv, decoded, request_id, sticky, trace_id=trace_id)
+            result = await self.dp.infer(d, lv, decoded, request_id, sticky, trace_id=trace_id, arrived=t0)
             t2 = time.perf_counter()
             wanted = decoded.outputs
             outputs = result.outputs

@@ -1,16 +1,22 @@
 """Prometheus metrics of the data plane, on a private registry (no global state).
 
-Label children are created when a variant loads, so the request path only calls ``inc``/``observe`` on
-pre-bound children. Names follow Prometheus conventions: ``mlpilot_`` prefix, base units, ``_total`` counters.
+The per-request series (requests, latency per stage, batch sizes, in-flight) are plain counters updated by the
+event-loop thread — one ``+=`` and one ``bisect`` per observation, no lock — and turned into Prometheus metric
+families only when ``/metrics`` is scraped. (``prometheus_client``'s own Histogram takes a lock and walks its
+buckets in Python on every observation: ~4 µs each, five per request, measurable at thousands of requests/s.)
+Rare events (drops, pre-routing errors, the snapshot version) use ``prometheus_client`` directly; they may come
+from any thread. Names follow Prometheus conventions: ``mlpilot_`` prefix, base units, ``_total`` counters.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -19,8 +25,45 @@ STAGES = ("decode", "route", "predict", "encode", "total")
 STATUSES = ("ok", "client_error", "server_error")
 
 
+class Count:
+    """A counter or gauge for one thread (the event loop)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
+
+
+class Histo:
+    """A histogram for one thread (the event loop): per-bucket counts (the last is ``+Inf``) and the sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1  # le=b holds amount <= b
+        self.sum += amount
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, total = [], 0
+        for bound, n in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            total += n
+            out.append((bound, float(total)))
+        return out
+
+
 class _Off:
-    """Stands in for a metric child when per-request metrics are off: every update is a no-op."""
+    """Stands in for a series when per-request metrics are off: every update is a no-op."""
 
     def inc(self, amount: float = 1) -> None:
         pass
@@ -36,19 +79,54 @@ _OFF = _Off()
 
 
 class VariantMetrics:
-    """Pre-bound label children of one (deployment, variant)."""
+    """The per-request series of one (deployment, variant)."""
 
     __slots__ = ("batch", "requests", "stages")
 
-    def __init__(self, m: Metrics, deployment: str, variant: str) -> None:
-        if not m.per_request:
+    def __init__(self, per_request: bool = True) -> None:
+        if not per_request:
             self.requests: dict[str, Any] = dict.fromkeys(STATUSES, _OFF)
             self.stages: dict[str, Any] = dict.fromkeys(STAGES, _OFF)
             self.batch: Any = _OFF
             return
-        self.requests = {s: m.requests.labels(deployment, variant, s) for s in STATUSES}
-        self.stages = {s: m.latency.labels(deployment, variant, s) for s in STAGES}
-        self.batch = m.batch_size.labels(deployment, variant)
+        self.requests = {s: Count() for s in STATUSES}
+        self.stages = {s: Histo(LATENCY_BUCKETS) for s in STAGES}
+        self.batch = Histo(BATCH_BUCKETS)
+
+
+class _PerRequestCollector:
+    """Renders the per-request series at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def describe(self) -> list[Metric]:
+        return []  # families are built at collect time; nothing to check against at registration
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        variants = list(m.variants.items())  # a copy: variants may load while a scrape runs
+        requests = CounterMetricFamily(
+            "mlpilot_requests", "Inference requests by outcome", labels=["deployment", "variant", "status"]
+        )
+        latency = HistogramMetricFamily(
+            "mlpilot_request_duration_seconds", "Latency per stage", labels=["deployment", "variant", "stage"]
+        )
+        batch = HistogramMetricFamily("mlpilot_batch_size", "Requests per model call", labels=["deployment", "variant"])
+        for (d, v), vm in variants:
+            if not isinstance(vm.batch, Histo):
+                continue
+            for status, c in vm.requests.items():
+                requests.add_metric([d, v, status], c.value)
+            for stage, h in vm.stages.items():
+                latency.add_metric([d, v, stage], h.cumulative(), h.sum)
+            batch.add_metric([d, v], vm.batch.cumulative(), vm.batch.sum)
+        yield requests
+        yield latency
+        yield batch
+        yield GaugeMetricFamily(
+            "mlpilot_inflight_requests", "Requests being served", value=getattr(m.inflight, "value", 0.0)
+        )
 
 
 class Metrics:
@@ -61,29 +139,12 @@ class Metrics:
         self.per_request = per_request
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "mlpilot_requests", "Inference requests by outcome", ["deployment", "variant", "status"], registry=r
-        )
-        self.latency = Histogram(
-            "mlpilot_request_duration_seconds",
-            "Latency per stage",
-            ["deployment", "variant", "stage"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.batch_size = Histogram(
-            "mlpilot_batch_size",
-            "Requests per model call",
-            ["deployment", "variant"],
-            buckets=BATCH_BUCKETS,
-            registry=r,
-        )
+        self.variants: dict[tuple[str, str], VariantMetrics] = {}
+        self.inflight: Any = Count() if per_request else _OFF
+        r.register(_PerRequestCollector(self))
         self.queue_depth = Gauge(
             "mlpilot_queue_depth", "Requests waiting for a batch", ["deployment", "variant"], registry=r
         )
-        self.inflight: Any = Gauge("mlpilot_inflight_requests", "Requests being served", registry=r)
-        if not per_request:
-            self.inflight = _OFF
         self.errors = Counter(
             "mlpilot_request_errors", "Requests rejected before routing, by reason", ["reason"], registry=r
         )
@@ -100,23 +161,19 @@ class Metrics:
         }
 
     def variant(self, deployment: str, variant: str) -> VariantMetrics:
-        return VariantMetrics(self, deployment, variant)
+        vm = VariantMetrics(self.per_request)
+        self.variants[(deployment, variant)] = vm
+        return vm
 
     def watch_queue(self, deployment: str, variant: str, depth: Callable[[], float]) -> None:
         self.queue_depth.labels(deployment, variant).set_function(depth)
 
     def forget(self, deployment: str, variant: str) -> None:
         """Drop the series of an unloaded variant (keeps /metrics from growing forever)."""
-        for metric, labelsets in (
-            (self.requests, [(deployment, variant, s) for s in STATUSES]),
-            (self.latency, [(deployment, variant, s) for s in STAGES]),
-            (self.batch_size, [(deployment, variant)]),
-            (self.queue_depth, [(deployment, variant)]),
-            (self.shadow_dropped, [(deployment, variant)]),
-        ):
-            for labels in labelsets:
-                with contextlib.suppress(KeyError):
-                    metric.remove(*labels)
+        self.variants.pop((deployment, variant), None)
+        for metric, labels in ((self.queue_depth, (deployment, variant)), (self.shadow_dropped, (deployment, variant))):
+            with contextlib.suppress(KeyError):
+                metric.remove(*labels)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -27,6 +27,7 @@ import numpy as np
 
 _TS = attrgetter("ts")
 _LATENCY = attrgetter("latency_s")
+_DECODE = attrgetter("decode_s")
 _INPUTS = attrgetter("inputs")
 _OUTPUTS = attrgetter("outputs")
 _SHAPE = attrgetter("shape")
@@ -293,6 +294,7 @@ def group_table(
         else:
             cols[name] = pa.array(values)
     cols["latency_s"] = rep(np.fromiter(map(_LATENCY, records), np.float64, n))
+    cols["decode_s"] = rep(np.fromiter(map(_DECODE, records), np.float64, n))
     cols.update(in_cols)
     first_out = first.outputs or {}
     if first_out:

@@ -30,6 +30,7 @@ META_COLUMNS = (
     "status",
     "error",
     "latency_s",
+    "decode_s",
     "shadow",
     "sticky_key",
     "trace_id",

@@ -69,6 +69,7 @@ def test_spans_per_stage_and_trace_id_in_the_log(tmp_path: Path) -> None:
     logged = read_records(home / "logs", "iris")
     trace_ids = {format(r.context.trace_id, "032x") for r in roots}
     assert set(logged.trace_id) == trace_ids
+    assert (logged.decode_s > 0).all() and (logged.decode_s < 1).all()  # arrival until the model input was ready
 
 
 def _serve(home: Path, sample_ratio: float, headers: list[dict[str, str]]) -> tuple[list[Any], Any]:
