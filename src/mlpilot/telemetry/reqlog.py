@@ -352,6 +352,7 @@ class _Replayed:
     inputs: Any
     outputs: dict[str, np.ndarray] | None
     trace_id: str | None = None
+    decode_s: float = 0.0
 
 
 def _jsonable(value: Any) -> Any:
@@ -377,6 +378,7 @@ def _to_json_line(r: Any) -> bytes:
         "sticky_key": r.sticky_key,
         "error": r.error,
         "trace_id": getattr(r, "trace_id", None),
+        "decode_s": getattr(r, "decode_s", 0.0),
         "inputs": _jsonable(r.inputs),
         "outputs": {k: np.asarray(v).tolist() for k, v in (r.outputs or {}).items()},
     }
@@ -408,4 +410,5 @@ def _from_json_line(line: bytes) -> _Replayed:
         inputs=inputs,
         outputs={k: np.asarray(v) for k, v in d["outputs"].items()},
         trace_id=d.get("trace_id"),
+        decode_s=float(d.get("decode_s", 0.0)),  # spills written before the field existed have none
     )

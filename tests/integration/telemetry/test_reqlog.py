@@ -134,3 +134,31 @@ def test_windows_are_pruned_by_partition(tmp_path: Path) -> None:
     assert count_records(tmp_path / "logs", "d", since=since) == 3
     assert count_records(tmp_path / "logs", "d") == 4
     assert len(list((tmp_path / "logs" / "d").glob("dt=*/hour=*"))) == 2
+
+
+def test_spill_lines_keep_every_column_and_read_old_lines() -> None:
+    import json as _json
+
+    import numpy as _np
+
+    from mlpilot.serving.dataplane import InferenceRecord
+    from mlpilot.telemetry.reqlog import _from_json_line, _to_json_line
+
+    rec = InferenceRecord(
+        ts=1.5,
+        request_id="r",
+        deployment="d",
+        variant="v",
+        model="m:1",
+        status="ok",
+        latency_s=0.002,
+        trace_id="ab" * 16,
+        decode_s=0.0004,
+        inputs=_np.ones((1, 3)),
+        outputs={"p": _np.array([1])},
+    )
+    back = _from_json_line(_to_json_line(rec))
+    assert (back.decode_s, back.trace_id, back.latency_s) == (0.0004, "ab" * 16, 0.002)
+    old = _json.loads(_to_json_line(rec))
+    del old["decode_s"], old["trace_id"]  # a spill written by an earlier version
+    assert _from_json_line(_json.dumps(old).encode()).decode_s == 0.0
