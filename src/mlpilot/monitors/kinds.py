@@ -127,11 +127,19 @@ def traffic_outcome(spec: MonitorSpec, logged: pd.DataFrame, window_s: float) ->
         "error_rate": rate,
         "requests_per_s": n / window_s if window_s > 0 else None,
         **pct,
-        "error_types": {str(k): int(v) for k, v in first.loc[first["status"] != "ok", "status"].value_counts().items()},
+        "top_errors": _top_errors(first),
     }
     p99 = pct["p99_ms"]
     msg = f"{n} requests, error rate {rate:.2%} (limit {limit:.2%})" + (f", p99 {p99:.1f} ms" if p99 else "")
     return Outcome(status, rate, msg, detail)
+
+
+def _top_errors(first: pd.DataFrame, n: int = 5) -> dict[str, int]:
+    """The most frequent error messages of the failed requests (first 120 characters of each)."""
+    if "error" not in first.columns:
+        return {}
+    failed = first.loc[first["status"] != "ok", "error"].dropna().astype(str).str.slice(0, 120)
+    return {str(k): int(v) for k, v in failed.value_counts().head(n).items()}
 
 
 # ---------------------------------------------------------------------------------------------- drift

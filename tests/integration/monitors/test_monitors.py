@@ -74,6 +74,7 @@ def test_traffic_monitor_counts_requests_errors_and_latency(world: World) -> Non
     assert res.detail["requests"] == 50 and res.detail["errors"] == 5
     assert res.value == pytest.approx(0.1) and res.status is MonitorStatus.ALERT  # above the default 5%
     assert res.detail["p99_ms"] == pytest.approx(2.0)
+    assert res.detail["top_errors"] == {"InferenceError": 5}
 
 
 def test_count_window_takes_the_newest_rows(world: World) -> None:
