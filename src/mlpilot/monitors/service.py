@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mlpilot.clock import Clock
-from mlpilot.errors import FailedPrecondition, InvalidArgument, MlpilotError, NotFound
+from mlpilot.errors import Conflict, FailedPrecondition, InvalidArgument, MlpilotError, NotFound
 from mlpilot.monitors import kinds
 from mlpilot.monitors.feedback import FeedbackService
 from mlpilot.protocol.signature import DATATYPES, Signature
@@ -152,6 +152,10 @@ class MonitorService:
         return self.store.list_monitors(deployment)
 
     def delete(self, deployment: str, name: str, actor: str) -> None:
+        """Delete a monitor and its results. Raises ``Conflict`` while an SLO counts its runs."""
+        users = [slo.name for slo in self.store.list_slos(deployment) if slo.spec.monitor == name]
+        if users:
+            raise Conflict(f"SLO(s) {users} of {deployment!r} count the runs of monitor {name!r}: delete them first")
         self.store.delete_monitor(deployment, name, actor)
 
     def results(

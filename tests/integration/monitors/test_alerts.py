@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mlpilot.errors import InvalidArgument, NotFound
+from mlpilot.errors import Conflict, InvalidArgument, NotFound
 from mlpilot.records import BurnRateRuleSpec, Indicator, MonitorKind, MonitorSpec, SLOSpec
 from tests.integration.monitors.conftest import World, shifted
 
@@ -152,6 +152,10 @@ def test_drift_slo_fires_from_monitor_results(world: World, receiver: Receiver) 
         world.log(world.X.sample(60, random_state=int(world.clock.monotonic())), minutes=5)
         changes += p.monitors.tick().alerts
     assert [c.action for c in changes if c.alert.slo == "no-drift"] == ["fired", "resolved"]
+    with pytest.raises(Conflict, match="no-drift"):
+        p.monitors.delete("iris", "drift10", "t")  # an SLO counts its runs
+    p.store.delete_slo("iris", "no-drift", "t")
+    p.monitors.delete("iris", "drift10", "t")
 
 
 def test_accuracy_slo_counts_labelled_predictions(world: World) -> None:
