@@ -77,34 +77,60 @@ class MonitoringMixin:
 
     # ------------------------------------------------------------------------------------------ monitors
 
-    def put_monitor(
-        self, deployment: str, name: str, spec: MonitorSpec, actor: str, next_run: datetime, replace: bool = False
-    ) -> Monitor:
-        """Create a monitor (or replace its spec when ``replace``). Raises ``Conflict`` if it exists."""
-        m = t.monitors
-        doc: dict[str, Any] = {"schema_version": 1, "spec": spec.model_dump(mode="json")}
+    def _put_named(
+        self,
+        table: sa.Table,
+        kind: str,
+        noun: str,
+        deployment: str,
+        name: str,
+        spec: dict[str, Any],
+        actor: str,
+        replace: bool,
+        **values: Any,
+    ) -> Any:
+        """Insert (or with ``replace`` update) a named spec of a deployment with its ``<kind>.created|updated``
+        event on subject ``<kind>:<deployment>/<name>``; returns the row."""
+        doc: dict[str, Any] = {"schema_version": 1, "spec": spec}
+        key = (table.c.deployment == deployment) & (table.c.name == name)
         with self._write() as conn:
-            cur = conn.execute(sa.select(m).where((m.c.deployment == deployment) & (m.c.name == name))).first()
+            cur = conn.execute(sa.select(table).where(key)).first()
             if cur is not None and not replace:
-                raise Conflict(f"deployment {deployment!r} already has a monitor {name!r}")
+                raise Conflict(f"deployment {deployment!r} already has {noun} {name!r}")
             if cur is None:
                 conn.execute(
-                    m.insert().values(
+                    table.insert().values(
                         deployment=deployment,
                         name=name,
                         spec=doc,
                         created_at=self.clock.now(),
                         created_by=actor,
-                        next_run=next_run,
+                        **values,
                     )
                 )
             else:
-                conn.execute(m.update().where(m.c.id == cur.id).values(spec=doc, next_run=next_run))
-            action = "monitor.updated" if cur is not None else "monitor.created"
+                conn.execute(table.update().where(table.c.id == cur.id).values(spec=doc, **values))
+            action = f"{kind}.updated" if cur is not None else f"{kind}.created"
             before = cur.spec["spec"] if cur is not None else None
-            self._event(conn, actor, action, f"monitor:{deployment}/{name}", before, doc["spec"])
-            row = conn.execute(sa.select(m).where((m.c.deployment == deployment) & (m.c.name == name))).one()
-            return _monitor(row)
+            self._event(conn, actor, action, f"{kind}:{deployment}/{name}", before, spec)
+            return conn.execute(sa.select(table).where(key)).one()
+
+    def put_monitor(
+        self, deployment: str, name: str, spec: MonitorSpec, actor: str, next_run: datetime, replace: bool = False
+    ) -> Monitor:
+        """Create a monitor (or replace its spec when ``replace``). Raises ``Conflict`` if it exists."""
+        row = self._put_named(
+            t.monitors,
+            "monitor",
+            "a monitor",
+            deployment,
+            name,
+            spec.model_dump(mode="json"),
+            actor,
+            replace,
+            next_run=next_run,
+        )
+        return _monitor(row)
 
     def _monitor_row(self, conn: Connection, deployment: str, name: str) -> Any:
         m = t.monitors
@@ -248,25 +274,10 @@ class MonitoringMixin:
     # ------------------------------------------------------------------------------------------ SLOs
 
     def put_slo(self, deployment: str, name: str, spec: SLOSpec, actor: str, replace: bool = False) -> SLODefinition:
-        s = t.slos
-        doc: dict[str, Any] = {"schema_version": 1, "spec": spec.model_dump(mode="json")}
-        with self._write() as conn:
-            cur = conn.execute(sa.select(s).where((s.c.deployment == deployment) & (s.c.name == name))).first()
-            if cur is not None and not replace:
-                raise Conflict(f"deployment {deployment!r} already has an SLO {name!r}")
-            if cur is None:
-                conn.execute(
-                    s.insert().values(
-                        deployment=deployment, name=name, spec=doc, created_at=self.clock.now(), created_by=actor
-                    )
-                )
-            else:
-                conn.execute(s.update().where(s.c.id == cur.id).values(spec=doc))
-            action = "slo.updated" if cur is not None else "slo.created"
-            before = cur.spec["spec"] if cur is not None else None
-            self._event(conn, actor, action, f"slo:{deployment}/{name}", before, doc["spec"])
-            row = conn.execute(sa.select(s).where((s.c.deployment == deployment) & (s.c.name == name))).one()
-        return self._slo(row)
+        """Create an SLO (or replace its spec when ``replace``). Raises ``Conflict`` if it exists."""
+        return self._slo(
+            self._put_named(t.slos, "slo", "an SLO", deployment, name, spec.model_dump(mode="json"), actor, replace)
+        )
 
     @staticmethod
     def _slo(row: Any) -> SLODefinition:
