@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from mlpilot import __version__
@@ -27,7 +26,7 @@ from mlpilot.serving.http import InferenceApp, Receive, Scope, Send
 from mlpilot.serving.metrics import Metrics
 from mlpilot.serving.tracing import RequestTracer
 from mlpilot.settings import Settings
-from mlpilot.telemetry.reqlog import RequestLog, Segment
+from mlpilot.telemetry.reqlog import RequestLog
 
 log = logging.getLogger("mlpilot.server")
 
@@ -84,15 +83,7 @@ class PlatformServer:
     def _request_log(self, platform: Platform) -> RequestLog:
         s = platform.settings.logs
 
-        def catalog(seg: Segment) -> None:
-            platform.store.add_segment(
-                seg.deployment,
-                str(seg.path),
-                seg.rows,
-                seg.bytes,
-                datetime.fromtimestamp(seg.min_ts, timezone.utc),
-                datetime.fromtimestamp(seg.max_ts, timezone.utc),
-            )
+        catalog = platform.store.catalog
 
         def dropped(n: int) -> None:
             self.dataplane.metrics.log_dropped.inc(n)

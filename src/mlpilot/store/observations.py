@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from mlpilot.clock import Clock
 from mlpilot.store import tables as t
+from mlpilot.telemetry.reqlog import Segment
 
 
 def _utc(ts: datetime) -> datetime:
@@ -45,19 +46,35 @@ class ObservationsMixin:
     def add_segment(self, deployment: str, path: str, rows: int, size: int, min_ts: datetime, max_ts: datetime) -> None:
         """Catalogue a request-log segment (idempotent on ``path``)."""
         with self._write() as conn:
-            exists = conn.execute(sa.select(t.log_segments.c.id).where(t.log_segments.c.path == path)).first()
-            if exists is None:
-                conn.execute(
-                    t.log_segments.insert().values(
-                        deployment=deployment,
-                        path=path,
-                        rows=rows,
-                        bytes=size,
-                        min_ts=min_ts,
-                        max_ts=max_ts,
-                        created_at=self.clock.now(),
-                    )
+            self._insert_segment(conn, deployment, path, rows, size, min_ts, max_ts)
+
+    def catalog(self, seg: Segment) -> None:
+        """Catalogue a segment the request-log writer just renamed into place (its ``on_segment`` callback)."""
+        self.add_segment(
+            seg.deployment,
+            str(seg.path),
+            seg.rows,
+            seg.bytes,
+            datetime.fromtimestamp(seg.min_ts, timezone.utc),
+            datetime.fromtimestamp(seg.max_ts, timezone.utc),
+        )
+
+    def _insert_segment(
+        self, conn: Connection, deployment: str, path: str, rows: int, size: int, min_ts: datetime, max_ts: datetime
+    ) -> None:
+        s = t.log_segments
+        if conn.execute(sa.select(s.c.id).where(s.c.path == path)).first() is None:
+            conn.execute(
+                s.insert().values(
+                    deployment=deployment,
+                    path=path,
+                    rows=rows,
+                    bytes=size,
+                    min_ts=min_ts,
+                    max_ts=max_ts,
+                    created_at=self.clock.now(),
                 )
+            )
 
     def delete_segments(self, paths: Sequence[str]) -> int:
         """Forget catalogued segments (retention), in one transaction. Returns how many rows were deleted."""
@@ -76,21 +93,9 @@ class ObservationsMixin:
     ) -> None:
         """Catalogue a merged segment and forget the segments it replaces, in one transaction (compaction).
         Idempotent: a replay after a crash changes nothing that is already done."""
-        s = t.log_segments
         with self._write() as conn:
             self._delete_segments(conn, [p for p in old_paths if p != path])
-            if conn.execute(sa.select(s.c.id).where(s.c.path == path)).first() is None:
-                conn.execute(
-                    s.insert().values(
-                        deployment=deployment,
-                        path=path,
-                        rows=rows,
-                        bytes=size,
-                        min_ts=min_ts,
-                        max_ts=max_ts,
-                        created_at=self.clock.now(),
-                    )
-                )
+            self._insert_segment(conn, deployment, path, rows, size, min_ts, max_ts)
 
     @staticmethod
     def _delete_segments(conn: Connection, paths: Sequence[str]) -> int:

@@ -17,7 +17,7 @@ from mlpilot import Client
 from mlpilot.serving.dataplane import InferenceRecord
 from mlpilot.store import Store
 from mlpilot.telemetry.query import count_records
-from mlpilot.telemetry.reqlog import RequestLog, Segment
+from mlpilot.telemetry.reqlog import RequestLog
 from tests.factories import iris_frame
 from tests.helpers import MLPILOT, run_cli
 
@@ -36,15 +36,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
         c.deploy("iris", "iris:1")
     store = Store.from_url(f"sqlite:///{home / 'mlpilot.db'}")
 
-    def catalog(seg: Segment) -> None:
-        store.add_segment(
-            seg.deployment,
-            str(seg.path),
-            seg.rows,
-            seg.bytes,
-            datetime.fromtimestamp(seg.min_ts, timezone.utc),
-            datetime.fromtimestamp(seg.max_ts, timezone.utc),
-        )
+    catalog = store.catalog
 
     hour_start = datetime.now(timezone.utc).timestamp() // HOUR * HOUR
     n = 0

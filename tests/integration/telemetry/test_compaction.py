@@ -43,14 +43,7 @@ class Log:
 
     def catalog(self, seg: Segment) -> None:
         if self.store is not None:
-            self.store.add_segment(
-                seg.deployment,
-                str(seg.path),
-                seg.rows,
-                seg.bytes,
-                datetime.fromtimestamp(seg.min_ts, timezone.utc),
-                datetime.fromtimestamp(seg.max_ts, timezone.utc),
-            )
+            self.store.catalog(seg)
 
     def segments(self, hours_ago: int, count: int, per_segment: int = 50, deployment: str = "d", **kw: Any) -> None:
         """``count`` segments (one flush each) in the hour ``hours_ago`` hours back."""
