@@ -16,6 +16,7 @@ from mlpilot.clock import Clock, SystemClock
 from mlpilot.deployments import Deployments
 from mlpilot.monitors import AlertService, DriftMonitor, FeedbackService, MonitorService, WebhookNotifier
 from mlpilot.registry import Registry
+from mlpilot.rollouts.service import RolloutService
 from mlpilot.settings import Settings
 from mlpilot.store import Store
 
@@ -38,6 +39,7 @@ class Platform:
     monitors: MonitorService
     alerts: AlertService
     notifier: WebhookNotifier
+    rollouts: RolloutService
 
     @property
     def default_actor(self) -> str:
@@ -87,7 +89,10 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
             alerts.ensure_defaults(deployment)
 
     deployments = Deployments(store, on_created=defaults)
-    return Platform(settings, clock, store, blobs, registry, deployments, feedback, drift, monitors, alerts, notifier)
+    rollouts = RolloutService(store, deployments, settings.log_root(), clock)
+    return Platform(
+        settings, clock, store, blobs, registry, deployments, feedback, drift, monitors, alerts, notifier, rollouts
+    )
 
 
 def build_api(platform: Platform) -> FastAPI:

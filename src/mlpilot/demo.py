@@ -13,6 +13,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from mlpilot.client import Client
@@ -151,6 +152,96 @@ def _alert(client: Client, say: Any, rows: int) -> None:
         say(f"   the SLO 'no-drift' has not fired yet: {status['rules']}")
 
 
+class SegmentBug:
+    """A candidate with a bug on one segment: it answers like ``model`` except for rows whose ``feature`` is above
+    ``above`` (large tumours), where it flips the class — the kind of regression a global metric hides."""
+
+    def __init__(self, model: Any, feature: str, above: float) -> None:
+        self.model, self.feature, self.above = model, feature, above
+        self.classes_ = model.classes_
+
+    def predict(self, X: Any) -> Any:
+        out = self.model.predict(X).copy()
+        bug = (X[self.feature] > self.above).to_numpy()
+        out[bug] = 1 - out[bug]
+        return out
+
+    def predict_proba(self, X: Any) -> Any:
+        proba = self.model.predict_proba(X).copy()
+        bug = (X[self.feature] > self.above).to_numpy()
+        proba[bug] = proba[bug][:, ::-1]
+        return proba
+
+
+def _roll_out(client: Client, say: Any, d: dict[str, Any], reference: str) -> None:
+    """Chapter 9: two rollouts gated by the analyses — a retrained model is promoted, a model with a bug on one
+    segment is rolled back, each decision with its statistics."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X_train, y_train, X_test, y_test = d["X_train"], d["y_train"], d["X_test"], d["y_test"]
+    retrained = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=500)).fit(X_train, y_train)
+    cut = float(X_train["worst area"].quantile(0.75))
+    buggy = SegmentBug(retrained, "worst area", cut)
+    say(
+        "\n[bold]9. Roll out[/bold]: candidates go through a canary (50% → 100%) gated on errors, latency and "
+        "accuracy from the labels (a confidence sequence: valid however often it is checked)."
+    )
+    client.deploy(DEPLOYMENT, f"{MODEL}@champion", variant="champion", replace=True)
+    rng = np.random.default_rng(3)
+    for label, model in (("a retrained model", retrained), ("a model with a bug on large tumours", buggy)):
+        v, _ = _register_once(client, MODEL, model, sample=X_test.head(5), metadata={"algorithm": label})
+        client.bind(v.ref, "reference", reference)
+        r = client.start_rollout(
+            DEPLOYMENT,
+            candidate=v.ref,
+            variant=f"candidate-v{v.version}",
+            steps=[{"weight": w, "min_duration": "2s", "min_samples": 40} for w in (50, 100)],
+            analyses=[
+                {"kind": "error_rate", "min_samples": 40},
+                {"kind": "latency", "min_samples": 40, "params": {"max_ratio": 3.0}},
+                {"kind": "performance", "min_samples": 30, "params": {"margin": 0.1}},
+            ],
+            promote_alias="champion",
+        )
+        say(f"   rollout {r.id}: {label} ({v.ref}) vs {r.baseline} — {r.message}")
+        seen = max((e.id for e in client.rollout_decisions(r.id)), default=0)
+        deadline = time.monotonic() + 90
+        while r.active and time.monotonic() < deadline:
+            since = datetime.now(timezone.utc)
+            rows = rng.choice(len(X_test), size=40)
+            ids = [client.predict(DEPLOYMENT, X_test.iloc[[int(i)]]).request_id or "" for i in rows]
+            _wait_logged(client, len(ids), since)
+            client.feedback(
+                DEPLOYMENT,
+                [{"request_id": rid, "label": int(y_test.iloc[int(i)])} for rid, i in zip(ids, rows, strict=True)],
+            )
+            client.tick_rollouts()
+            r = client.rollout(rollout_id=r.id)
+            for e in client.rollout_decisions(r.id):
+                if e.id > seen:
+                    seen = e.id
+                    _say_decision(say, e.after or {})
+        colour = "green" if r.phase.value == "promoted" else "red"
+        say(f"   → [bold {colour}]{r.phase.value.replace('_', ' ')}[/bold {colour}]: {r.message}")
+    dep = client.get_deployment(DEPLOYMENT)
+    say(
+        f"   {DEPLOYMENT} now serves {dep.spec.traffic} ({MODEL}@champion moved with the promotion). "
+        f"Try: mlpilot rollout status {DEPLOYMENT} --decisions · mlpilot rollout list · mlpilot ship MODEL_FILE -d NAME"
+    )
+
+
+def _say_decision(say: Any, after: dict[str, Any]) -> None:
+    action = after.get("action", "")
+    if action in ("begin", "complete"):
+        return
+    say(f"     [bold]{action}[/bold]: {after.get('reason', '')}")
+    if action in ("rollback", "promote"):
+        for a in after.get("analyses", []):
+            say(f"       {a.get('name')}: {a.get('verdict')} — {a.get('message')}")
+
+
 def run_tour(settings: Settings, console: Console) -> None:
     """Train two versions of a real model, register them with a reference dataset, deploy, and narrate."""
     say = console.print
@@ -232,9 +323,10 @@ def run_tour(settings: Settings, console: Console) -> None:
         )
 
         _observe(client, say, d, request_ids, tour_start)
+        _roll_out(client, say, d, ref.ref)
 
         events = client.events(limit=8)
-        say("\n[bold]8. Audit trail[/bold] — every change is an event (newest last):")
+        say("\n[bold]10. Audit trail[/bold] — every change is an event (newest last):")
         for e in events:
             say(f"   #{e.id} {e.action:<20} {e.subject:<40} by {e.actor}")
         say(

@@ -7,6 +7,7 @@ All are frozen pydantic models, so one definition gives validation, JSON and the
 from __future__ import annotations
 
 import enum
+import itertools
 import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -433,3 +434,217 @@ class Alert(Record):
     resolved_at: datetime | None = None
     summary: str = ""
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- rollouts
+
+
+class RolloutStrategy(str, enum.Enum):
+    """How traffic moves from the baseline (stable) variant to the candidate.
+
+    - ``canary``: weight steps (e.g. 5 → 25 → 50 → 100), each gated by the analyses.
+    - ``blue_green``: all traffic to the candidate at once, the baseline kept ready for ``bake``; analyses compare
+      with the baseline's traffic just before the switch; a failure switches back.
+    - ``ab``: a fixed split (``split`` % to the candidate) until a sequential test on the primary analysis decides;
+      the winner stays.
+    - ``bandit``: several candidate arms; the weights follow the rewards (``bandit.algorithm``).
+    """
+
+    CANARY = "canary"
+    BLUE_GREEN = "blue_green"
+    AB = "ab"
+    BANDIT = "bandit"
+
+
+class RolloutPhase(str, enum.Enum):
+    PENDING = "pending"
+    SHADOW = "shadow"
+    CANARY = "canary"
+    BAKE = "bake"
+    EXPERIMENT = "experiment"
+    PAUSED = "paused"
+    PROMOTING = "promoting"
+    PROMOTED = "promoted"
+    ABORTED = "aborted"
+    ROLLED_BACK = "rolled_back"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RolloutPhase.PROMOTED, RolloutPhase.ABORTED, RolloutPhase.ROLLED_BACK)
+
+
+class AnalysisKind(str, enum.Enum):
+    """What an analysis compares between the candidate and the baseline (see docs/rollouts.md).
+
+    ``error_rate``, ``latency`` (Mann-Whitney + quantile ratio), ``input_drift`` (candidate's inputs vs the
+    baseline's), ``output_drift`` (predictions between arms), ``agreement`` (shadow: same answer on the same
+    request), ``performance`` (realized metric from feedback, non-inferiority on a confidence sequence),
+    ``estimated_performance`` (label-free), ``reward`` (mean reward from feedback), ``custom`` (an expression).
+    """
+
+    ERROR_RATE = "error_rate"
+    LATENCY = "latency"
+    INPUT_DRIFT = "input_drift"
+    OUTPUT_DRIFT = "output_drift"
+    AGREEMENT = "agreement"
+    PERFORMANCE = "performance"
+    ESTIMATED_PERFORMANCE = "estimated_performance"
+    REWARD = "reward"
+    CUSTOM = "custom"
+
+
+class Verdict(str, enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+class AnalysisSpec(Record):
+    """One gate. ``required`` analyses must pass to advance; any analysis that fails triggers ``on_fail``."""
+
+    kind: AnalysisKind
+    name: str | None = Field(None, description="default: the kind")
+    params: dict[str, Any] = Field(default_factory=dict)
+    min_samples: int = Field(100, ge=1, le=100_000_000, description="per arm, below which it is inconclusive")
+    required: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind.value
+
+
+class StepSpec(Record):
+    weight: int = Field(ge=1, le=100, description="% of live traffic to the candidate")
+    min_duration: Duration = timedelta(minutes=1)
+    min_samples: int = Field(100, ge=0, le=100_000_000, description="candidate requests before the step can pass")
+    max_duration: Duration | None = Field(None, description="then on_inconclusive; default 10 x min_duration")
+
+
+class ShadowSpec(Record):
+    """A shadow phase before any live traffic: the candidate answers mirrored requests, nobody sees its answers."""
+
+    min_duration: Duration = timedelta(minutes=1)
+    min_samples: int = Field(100, ge=0, le=100_000_000)
+    max_duration: Duration | None = None
+
+
+class BanditAlgorithm(str, enum.Enum):
+    THOMPSON = "thompson"
+    EPSILON_GREEDY = "epsilon_greedy"
+    UCB = "ucb"
+
+
+class BanditSpec(Record):
+    algorithm: BanditAlgorithm = BanditAlgorithm.THOMPSON
+    reward: str = Field("label", description="'label' (1 if the prediction equals the label) or 'reward' feedback")
+    epsilon: float = Field(0.1, ge=0.0, le=1.0)
+    min_weight: int = Field(1, ge=0, le=33, description="% every arm keeps (exploration floor)")
+    update_every: Duration = timedelta(minutes=1)
+    duration: Duration = timedelta(hours=1)
+    promote_best: bool = True
+
+
+class OnInconclusive(str, enum.Enum):
+    ADVANCE = "advance"
+    PAUSE = "pause"
+    ROLLBACK = "rollback"
+
+
+class OnFail(str, enum.Enum):
+    ROLLBACK = "rollback"
+    PAUSE = "pause"
+
+
+def _default_steps() -> list[StepSpec]:
+    return [StepSpec(weight=w) for w in (5, 25, 50, 100)]
+
+
+def _default_analyses() -> list[AnalysisSpec]:
+    return [
+        AnalysisSpec(kind=AnalysisKind.ERROR_RATE),
+        AnalysisSpec(kind=AnalysisKind.LATENCY),
+        AnalysisSpec(kind=AnalysisKind.PERFORMANCE, required=False),
+    ]
+
+
+class RolloutSpec(Record):
+    """What to roll out and how. ``candidate`` is a model reference (``NAME:VERSION``/``NAME@ALIAS``) or, for a
+    release, comes from ``release`` (roles → references: ``model`` and optionally ``reference``, a dataset)."""
+
+    candidate: str | None = None
+    release: dict[str, str] | None = None
+    variant: str | None = Field(None, description="the candidate variant's name; default NAME-vVERSION")
+    baseline: str | None = Field(None, description="the stable variant; default the live one with most traffic")
+    arms: list[str] = Field(default_factory=list, description="bandit: more candidate models")
+    strategy: RolloutStrategy = RolloutStrategy.CANARY
+    steps: list[StepSpec] = Field(default_factory=_default_steps)
+    shadow: ShadowSpec | None = None
+    bake: Duration = timedelta(minutes=5)
+    split: int = Field(50, ge=1, le=99, description="ab: % to the candidate")
+    max_duration: Duration = timedelta(hours=24)
+    bandit: BanditSpec = Field(default_factory=BanditSpec)
+    analyses: list[AnalysisSpec] = Field(default_factory=_default_analyses)
+    alpha: float = Field(0.05, gt=0.0, lt=0.5, description="family-wise error of the statistical gates")
+    on_fail: OnFail = OnFail.ROLLBACK
+    on_inconclusive: OnInconclusive = OnInconclusive.ADVANCE
+    promote_alias: str | None = Field(None, description="move this alias of the candidate model on promotion")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RolloutSpec:
+        if (self.candidate is None) == (self.release is None):
+            raise InvalidArgument("give a candidate model or a release (not both)")
+        if self.release is not None and "model" not in self.release:
+            raise InvalidArgument(f"a release needs a 'model'; got roles {sorted(self.release)}")
+        if self.strategy is RolloutStrategy.CANARY:
+            if not self.steps:
+                raise InvalidArgument("a canary needs at least one step")
+            weights = [s.weight for s in self.steps]
+            if any(b <= a for a, b in itertools.pairwise(weights)):
+                raise InvalidArgument(f"canary step weights must increase, got {weights}")
+        if self.arms and self.strategy is not RolloutStrategy.BANDIT:
+            raise InvalidArgument("arms are for the bandit strategy")
+        names = [a.label for a in self.analyses]
+        if len(set(names)) != len(names):
+            raise InvalidArgument(f"analysis names must be unique, got {names}")
+        if self.promote_alias is not None:
+            check_alias(self.promote_alias)
+        return self
+
+    @property
+    def model(self) -> str:
+        return self.candidate if self.candidate is not None else (self.release or {})["model"]
+
+
+class Rollout(Record):
+    id: int
+    deployment: str
+    spec: RolloutSpec
+    phase: RolloutPhase
+    step: int = Field(0, description="index into spec.steps during the canary phase")
+    baseline: str
+    candidate: str = Field(description="the candidate variant")
+    arms: list[str] = Field(default_factory=list, description="bandit: every arm's variant, candidates first")
+    paused_phase: RolloutPhase | None = None
+    started_at: datetime
+    phase_started_at: datetime
+    step_started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    revision: int
+    created_by: str
+    active: bool = Field(True, description="false once settled: the deployment may start another rollout")
+    message: str = ""
+    last_decision: dict[str, Any] | None = None
+    state: dict[str, Any] = Field(default_factory=dict, description="strategy state (bandit weights, …)")
+
+
+class Release(Record):
+    """A set of artifact versions rolled out and rolled back as one unit."""
+
+    deployment: str
+    number: int
+    artifacts: dict[str, str]
+    status: str = Field(description="candidate, live, superseded or rolled_back")
+    rollout_id: int | None = None
+    created_at: datetime
+    created_by: str

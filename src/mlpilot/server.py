@@ -123,7 +123,7 @@ class PlatformServer:
                 log.error("initial snapshot failed: %s", exc)
             self._tasks.append(asyncio.get_running_loop().create_task(self.feed.run(), name="mlpilot-feed"))
             if self.scheduler:
-                self._tasks.append(asyncio.get_running_loop().create_task(self._schedule(), name="mlpilot-monitors"))
+                self._tasks.append(asyncio.get_running_loop().create_task(self._schedule(), name="mlpilot-scheduler"))
             if self.grpc_port is not None:
                 from mlpilot.serving.grpc import start_grpc_server
 
@@ -133,24 +133,36 @@ class PlatformServer:
             self._started = True
 
     async def _schedule(self) -> None:
-        """Periodic work on a worker thread (never blocking serving): a monitor tick every ``monitors.tick_s``,
-        request-log retention and compaction every ``logs.maintain_every_s``."""
+        """Periodic work on a worker thread (never blocking serving): a rollout tick every ``rollouts.tick_s``, a
+        monitor tick every ``monitors.tick_s``, request-log retention and compaction every
+        ``logs.maintain_every_s``."""
         s = self.platform.settings
-        period = s.monitors.tick_s if s.monitors.enabled else max(s.logs.maintain_every_s, 1.0)
-        last_maintenance = time.monotonic()
+        jobs: list[tuple[str, float, Any]] = []
+        if s.rollouts.enabled:
+            jobs.append(("rollout tick", s.rollouts.tick_s, self.platform.rollouts.tick))
+        if s.monitors.enabled:
+            jobs.append(("monitor tick", s.monitors.tick_s, self._monitor_tick))
+        if s.logs.enabled and s.logs.maintain_every_s > 0:
+            jobs.append(("request-log maintenance", s.logs.maintain_every_s, self.maintain_logs))
+        if not jobs:
+            return
+        period = max(0.05, min(every for _, every, _ in jobs))
+        last = {name: time.monotonic() for name, _, _ in jobs}
         while True:
             await asyncio.sleep(period)
-            if s.monitors.enabled:
+            for name, every, job in jobs:
+                if time.monotonic() - last[name] < every - 1e-3:
+                    continue
+                last[name] = time.monotonic()
                 try:
-                    report = await asyncio.to_thread(self.platform.monitors.tick)
-                    for change in report.alerts:
-                        log.warning("alert %s: %s", change.action, change.alert.summary)
-                except Exception:  # a failing tick (store outage …) is logged; the next one retries
-                    log.exception("monitor tick failed")
-            every = s.logs.maintain_every_s
-            if s.logs.enabled and every > 0 and time.monotonic() - last_maintenance >= every:
-                last_maintenance = time.monotonic()
-                await asyncio.to_thread(self.maintain_logs)
+                    await asyncio.to_thread(job)
+                except Exception:  # a failing job (store outage …) is logged; the next round retries
+                    log.exception("%s failed", name)
+
+    def _monitor_tick(self) -> None:
+        report = self.platform.monitors.tick()
+        for change in report.alerts:
+            log.warning("alert %s: %s", change.action, change.alert.summary)
 
     def maintain_logs(self) -> None:
         """Retention and compaction of every deployment's request log (one deployment failing does not stop it)."""

@@ -97,6 +97,15 @@ class MonitorSettings(BaseModel):
     webhook_timeout_s: float = 5.0
 
 
+class RolloutSettings(BaseModel):
+    """The rollout controller (see ``mlpilot.rollouts`` and docs/rollouts.md)."""
+
+    #: advance active rollouts in ``mlpilot up`` (off: they only move on manual commands).
+    enabled: bool = True
+    #: how often the controller looks at every active rollout, in seconds.
+    tick_s: float = 5.0
+
+
 class Settings(BaseSettings):
     """Everything configurable in mlpilot.
 
@@ -115,6 +124,7 @@ class Settings(BaseSettings):
     logs: LogSettings = Field(default_factory=LogSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     monitors: MonitorSettings = Field(default_factory=MonitorSettings)
+    rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
 
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{(self.home / 'mlpilot.db').resolve()}"

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from mlpilot import __version__
-from mlpilot.cli import deploy, monitors, observe, predict, registry, server
+from mlpilot.cli import deploy, monitors, observe, predict, registry, rollouts, server, ship
 from mlpilot.cli.context import CliContext
 from mlpilot.cli.output import err_console
 from mlpilot.errors import MlpilotError
@@ -49,6 +49,8 @@ server.install(app)
 predict.install(app)
 observe.install(app)
 monitors.install(app)
+rollouts.install(app)
+ship.install(app)
 
 
 def main() -> None:

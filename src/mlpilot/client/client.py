@@ -43,6 +43,9 @@ from mlpilot.records import (
     Monitor,
     MonitorResult,
     MonitorSpec,
+    Release,
+    Rollout,
+    RolloutSpec,
     RuntimeOptions,
     SLODefinition,
     SLOSpec,
@@ -562,6 +565,76 @@ class Client:
         params: dict[str, Any] = {"limit": limit}
         params.update({k: v for k, v in (("deployment", deployment), ("status", status)) if v is not None})
         return [Alert.model_validate(a) for a in self._json("GET", "/alerts", params=params)]
+
+    # ------------------------------------------------------------------------------------------ rollouts
+
+    def start_rollout(
+        self, deployment: str, spec: RolloutSpec | Mapping[str, Any] | None = None, **fields: Any
+    ) -> Rollout:
+        """Start a rollout, e.g. ``start_rollout("iris", candidate="iris:2", steps=[{"weight": 10}, {"weight": 100}])``
+        (fields of :class:`~mlpilot.records.RolloutSpec`)."""
+        body = spec.model_dump(mode="json") if isinstance(spec, RolloutSpec) else dict(spec or {})
+        body.update(fields)
+        RolloutSpec.model_validate(body)  # a bad spec fails here with the same message the server would give
+        return Rollout.model_validate(self._json("POST", f"/deployments/{deployment}/rollouts", json=body))
+
+    def rollout(self, deployment: str | None = None, rollout_id: int | None = None) -> Rollout:
+        """A rollout by id, or the deployment's active (else latest) rollout."""
+        if rollout_id is not None:
+            return Rollout.model_validate(self._json("GET", f"/rollouts/{rollout_id}"))
+        if deployment is None:
+            raise InvalidArgument("give a deployment or a rollout id")
+        return Rollout.model_validate(self._json("GET", f"/deployments/{deployment}/rollout"))
+
+    def rollouts(self, deployment: str | None = None, active: bool | None = None, limit: int = 100) -> list[Rollout]:
+        params: dict[str, Any] = {"limit": limit}
+        params.update({k: v for k, v in (("deployment", deployment), ("active", active)) if v is not None})
+        return [Rollout.model_validate(r) for r in self._json("GET", "/rollouts", params=params)]
+
+    def rollout_decisions(self, rollout_id: int) -> list[Event]:
+        """Every transition of a rollout with its decision record."""
+        return [Event.model_validate(e) for e in self._json("GET", f"/rollouts/{rollout_id}/decisions")]
+
+    def _rollout_action(self, rollout_id: int, action: str) -> Rollout:
+        return Rollout.model_validate(self._json("POST", f"/rollouts/{rollout_id}/{action}"))
+
+    def pause_rollout(self, rollout_id: int) -> Rollout:
+        return self._rollout_action(rollout_id, "pause")
+
+    def resume_rollout(self, rollout_id: int) -> Rollout:
+        return self._rollout_action(rollout_id, "resume")
+
+    def promote_rollout(self, rollout_id: int) -> Rollout:
+        return self._rollout_action(rollout_id, "promote")
+
+    def abort_rollout(self, rollout_id: int) -> Rollout:
+        return self._rollout_action(rollout_id, "abort")
+
+    def tick_rollouts(self) -> list[Rollout]:
+        """Reconcile every active rollout now."""
+        return [Rollout.model_validate(r) for r in self._json("POST", "/rollouts/tick")]
+
+    def wait_rollout(
+        self, rollout_id: int, timeout_s: float = 600.0, poll_s: float = 0.5, on_change: Any = None
+    ) -> Rollout:
+        """Poll until the rollout is settled (promoted, rolled back or aborted); ``on_change(rollout)`` is called on
+        every new revision. Raises ``Unavailable`` (retryable) when ``timeout_s`` passes first."""
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while True:
+            r = self.rollout(rollout_id=rollout_id)
+            if r.revision != seen:
+                seen = r.revision
+                if on_change is not None:
+                    on_change(r)
+            if not r.active:
+                return r
+            if time.monotonic() > deadline:
+                raise Unavailable(f"rollout {rollout_id} is still {r.phase.value} after {timeout_s:g} s")
+            time.sleep(poll_s)
+
+    def releases(self, deployment: str) -> list[Release]:
+        return [Release.model_validate(r) for r in self._json("GET", f"/deployments/{deployment}/releases")]
 
     # ------------------------------------------------------------------------------------------ events
 

@@ -80,6 +80,30 @@ class Deployments:
                     detail={"problems": problems},
                 )
 
+    def pin_candidates(self, name: str, candidates: list[VariantSpec]) -> list[VariantSpec]:
+        """Check that ``candidates`` could join deployment ``name`` (models exist, are models, and accept the requests
+        of its live variants) and return them pinned. Nothing is written.
+
+        Raises:
+            NotFound: no such deployment or model. InvalidArgument: a name clash. SignatureError: incompatible.
+        """
+        current = self.store.get_deployment(name)
+        clash = sorted({c.name for c in candidates} & {v.name for v in current.spec.variants})
+        if clash:
+            raise InvalidArgument(
+                f"deployment {name!r} already has variant(s) {clash}; name the candidate differently (--variant)"
+            )
+        trial = DeploymentSpec.model_validate(
+            {
+                **current.spec.model_dump(),
+                "variants": [*current.spec.model_dump()["variants"], *[c.model_dump() for c in candidates]],
+                "shadows": [*current.spec.shadows, *[c.name for c in candidates]],
+            }
+        )
+        pinned, _ = self._resolve(trial)
+        names = {c.name for c in candidates}
+        return [v for v in pinned.variants if v.name in names]
+
     def apply(
         self,
         name: str,

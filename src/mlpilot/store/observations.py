@@ -127,28 +127,70 @@ class ObservationsMixin:
 
     def put_feedback(self, deployment: str, items: Sequence[Mapping[str, Any]], actor: str) -> int:
         """Store feedback items (``request_id``, ``row``, ``kind``, ``value``, ``ts``) in one transaction; a later
-        value for the same (request, row, kind) replaces the earlier one. Returns how many were stored."""
+        value for the same (request, row, kind) replaces the earlier one. Returns how many were stored.
+
+        Bulk: existing keys are looked up 500 requests at a time, new rows inserted and old ones updated with one
+        statement each (executemany)."""
         f = t.feedback
         now = self.clock.now()
+        latest: dict[tuple[str, int, str], Mapping[str, Any]] = {}
+        for it in items:  # within a batch the last value for a key wins, as across batches
+            latest[(str(it["request_id"]), int(it["row"]), str(it["kind"]))] = it
+        keys = list(latest)
         with self._write() as conn:
-            for it in items:
-                key = (
-                    (f.c.deployment == deployment)
-                    & (f.c.request_id == it["request_id"])
-                    & (f.c.row == it["row"])
-                    & (f.c.kind == it["kind"])
-                )
-                values = {"value": it["value"], "ts": it["ts"], "received_at": now, "actor": actor}
-                if conn.execute(sa.select(f.c.id).where(key)).first() is None:
-                    conn.execute(
-                        f.insert().values(
-                            deployment=deployment, request_id=it["request_id"], row=it["row"], kind=it["kind"], **values
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                rids = sorted({k[0] for k in chunk})
+                found = {
+                    (r.request_id, r.row, r.kind): r.id
+                    for r in conn.execute(
+                        sa.select(f.c.id, f.c.request_id, f.c.row, f.c.kind).where(
+                            (f.c.deployment == deployment) & f.c.request_id.in_(rids)
                         )
                     )
-                else:
-                    conn.execute(f.update().where(key).values(**values))
+                }
+                inserts, updates = [], []
+                for key in chunk:
+                    it = latest[key]
+                    values = {"value": it["value"], "ts": it["ts"], "received_at": now, "actor": actor}
+                    if key in found:
+                        updates.append({"_id": found[key], **values})
+                    else:
+                        inserts.append(
+                            {"deployment": deployment, "request_id": key[0], "row": key[1], "kind": key[2], **values}
+                        )
+                if inserts:
+                    conn.execute(f.insert(), inserts)
+                if updates:
+                    conn.execute(
+                        f.update()
+                        .where(f.c.id == sa.bindparam("_id"))
+                        .values(
+                            value=sa.bindparam("value"),
+                            ts=sa.bindparam("ts"),
+                            received_at=sa.bindparam("received_at"),
+                            actor=sa.bindparam("actor"),
+                        ),
+                        updates,
+                    )
             self._event(conn, actor, "feedback.received", f"deployment:{deployment}", None, {"items": len(items)})
         return len(items)
+
+    def feedback_frame(self, deployment: str, received_since: datetime | None = None) -> Any:
+        """Feedback as a DataFrame (``request_id``, ``row``, ``kind``, ``value``) — the lean read the rollout
+        controller does every tick. ``received_since`` keeps what arrived since then (feedback always arrives after
+        its prediction was logged, so a window's labels all arrived after the window began)."""
+        import pandas as pd
+
+        f = t.feedback
+        stmt = sa.select(f.c.request_id, f.c.row, f.c.kind, f.c.value).where(f.c.deployment == deployment)
+        if received_since is not None:
+            stmt = stmt.where(f.c.received_at >= received_since)
+        names = ["request_id", "row", "kind", "value"]
+        with self._read() as conn:
+            rows = [tuple(r) for r in conn.execute(stmt.order_by(f.c.id))]
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+        return pd.DataFrame({n: pd.Series(list(c), dtype=object) for n, c in zip(names, columns, strict=True)})
 
     def list_feedback(
         self, deployment: str, kind: str | None = None, since: datetime | None = None, until: datetime | None = None

@@ -40,6 +40,7 @@ from mlpilot.records import (
 from mlpilot.store import tables as t
 from mlpilot.store.monitoring import MonitoringMixin
 from mlpilot.store.observations import ObservationsMixin, _utc
+from mlpilot.store.rollouts import RolloutsMixin
 
 SNAPSHOT_COUNTER = "routing_snapshot"
 
@@ -79,7 +80,7 @@ def create_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
         ) from exc
 
 
-class Store(ObservationsMixin, MonitoringMixin):
+class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin):
     """Persistence of artifacts, aliases, events and deployments.
 
     Args:
@@ -661,6 +662,7 @@ class Store(ObservationsMixin, MonitoringMixin):
                 .where((t.alerts.c.deployment == name) & (t.alerts.c.status == "firing"))
                 .values(status="resolved", resolved_at=self.clock.now(), active_key=None)
             )
+            self.settle_rollouts(conn, name)
             self._bump(conn, SNAPSHOT_COUNTER)
             self._event(conn, actor, "deployment.deleted", f"deployment:{name}", cur.spec["spec"], None)
 

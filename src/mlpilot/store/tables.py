@@ -224,6 +224,40 @@ alerts = Table(
     Index("ix_alerts_deployment_fired", "deployment", "fired_at"),
 )
 
+# One row per rollout; at most one active rollout per deployment, enforced by ``active_key`` (NULL once settled).
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("deployment", String(128), nullable=False),
+    Column("active_key", String(128), nullable=True, unique=True),
+    Column("phase", String(16), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("spec", Json, nullable=False),
+    Column("state", Json, nullable=False),
+    Column("started_at", Ts, nullable=False),
+    Column("updated_at", Ts, nullable=False),
+    Column("finished_at", Ts, nullable=True),
+    Column("created_by", String(256), nullable=False),
+    Index("ix_rollouts_deployment", "deployment", "id"),
+)
+
+# Releases: numbered sets of artifact versions per deployment, rolled out and back as one unit.
+releases = Table(
+    "releases",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("deployment", String(128), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("artifacts", Json, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("rollout_id", Id, nullable=True),
+    Column("created_at", Ts, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    UniqueConstraint("deployment", "number", name="uq_releases_key"),
+)
+
 # Monotonic counters (e.g. the routing snapshot version), bumped inside the writing transaction.
 counters = Table(
     "counters",

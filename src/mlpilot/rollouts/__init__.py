@@ -1,0 +1,1 @@
+"""Progressive delivery: rollouts, their pure policies and statistics."""

@@ -1,0 +1,179 @@
+"""Evidence for the analyses: each arm's traffic in a window of the request log, with the feedback known now.
+
+This is the controller's only reader of data; the analyses it feeds are pure (``analyses.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlpilot.monitors import kinds
+from mlpilot.rollouts.analyses import ArmData, Comparison
+from mlpilot.telemetry.query import read_records
+
+
+@dataclass(frozen=True)
+class Window:
+    since: datetime
+    until: datetime
+
+    def to_dict(self) -> dict[str, str]:
+        return {"since": self.since.isoformat(), "until": self.until.isoformat()}
+
+
+def _feedback(feedback: pd.DataFrame | Sequence[dict[str, Any]]) -> pd.DataFrame:
+    frame = feedback if isinstance(feedback, pd.DataFrame) else pd.DataFrame(list(feedback))
+    if frame.empty:
+        return pd.DataFrame(columns=["request_id", "row", "kind", "value"])
+    # the latest value per (request, row, kind) wins: a corrected label replaces the first one
+    return frame.drop_duplicates(["request_id", "row", "kind"], keep="last")
+
+
+def _prediction_column(frame: pd.DataFrame) -> str | None:
+    if "out.predict" in frame.columns:
+        return "out.predict"
+    scalar = [c for c in frame.columns if str(c).startswith("out.") and "[" not in str(c)]
+    return scalar[0] if scalar else None
+
+
+def arm(
+    variant: str,
+    logged: pd.DataFrame,
+    labels: pd.DataFrame | None = None,
+    rewards: pd.DataFrame | None = None,
+    *,
+    with_inputs: bool = False,
+) -> ArmData:
+    """One arm's :class:`ArmData` from its logged rows (one row per input row) and the feedback."""
+    if logged.empty:
+        return ArmData(variant=variant)
+    per_request = logged.drop_duplicates("request_id")
+    ok_requests = per_request[per_request["status"] == "ok"]
+    ok = logged[logged["status"] == "ok"]
+    pred_col = _prediction_column(ok)
+    predictions = ok[pred_col].to_numpy() if pred_col is not None else None
+    proba_cols = kinds.proba_columns(list(ok.columns))
+    proba = ok[proba_cols].to_numpy(dtype=float) if proba_cols else None
+    data = ArmData(
+        variant=variant,
+        requests=len(per_request),
+        errors=int((per_request["status"] != "ok").sum()),
+        latency_s=ok_requests["latency_s"].to_numpy(dtype=float),
+        predictions=predictions,
+        proba=proba,
+        inputs=kinds.input_frame(ok).reset_index(drop=True) if with_inputs else None,
+    )
+    if labels is not None and not labels.empty and pred_col is not None:
+        joined = ok[["request_id", "row", pred_col]].merge(
+            labels[["request_id", "row", "value"]], on=["request_id", "row"]
+        )
+        if len(joined):
+            data.labels = joined["value"].to_numpy()
+            data.labelled_predictions = joined[pred_col].to_numpy()
+    if rewards is not None and not rewards.empty:
+        got = per_request[["request_id"]].merge(rewards[["request_id", "value"]], on="request_id")
+        if len(got):
+            data.rewards = got["value"].to_numpy(dtype=float)
+    return data
+
+
+def _rows(root: Path, deployment: str, variant: str, window: Window, shadow: bool) -> pd.DataFrame:
+    return read_records(root, deployment, since=window.since, until=window.until, variant=variant, shadow=shadow)
+
+
+def comparison(
+    root: Path,
+    deployment: str,
+    feedback: pd.DataFrame | Sequence[dict[str, Any]],
+    *,
+    baseline: str,
+    candidate: str,
+    window: Window,
+    baseline_window: Window | None = None,
+    shadow: bool = False,
+    with_inputs: bool = False,
+) -> Comparison:
+    """Baseline vs candidate over ``window`` (the baseline over ``baseline_window`` when given, e.g. before a
+    blue-green switch). With ``shadow`` the candidate's rows are its shadow answers, paired with the baseline's
+    answers to the same requests."""
+    fb = _feedback(feedback)
+    labels = fb[fb["kind"] == "label"]
+    rewards = fb[fb["kind"] == "reward"]
+    base_rows = _rows(root, deployment, baseline, baseline_window or window, False)
+    cand_rows = _rows(root, deployment, candidate, window, shadow)
+    out = Comparison(
+        baseline=arm(baseline, base_rows, labels, rewards, with_inputs=with_inputs),
+        candidate=arm(
+            candidate, cand_rows, None if shadow else labels, None if shadow else rewards, with_inputs=with_inputs
+        ),
+    )
+    if shadow and not cand_rows.empty and not base_rows.empty:
+        col_b, col_c = _prediction_column(base_rows), _prediction_column(cand_rows)
+        if col_b is not None and col_c is not None:
+            b = base_rows[base_rows["status"] == "ok"][["request_id", "row", col_b]]
+            c = cand_rows[cand_rows["status"] == "ok"][["request_id", "row", col_c]]
+            pairs = b.merge(c, on=["request_id", "row"], suffixes=("_b", "_c"))
+            names = (f"{col_b}_b", f"{col_c}_c") if col_b == col_c else (col_b, col_c)
+            out.paired = (pairs[names[0]].to_numpy(), pairs[names[1]].to_numpy())
+        # the shadow's labels are the baseline's labels on the same rows: realized performance of both answers
+        if not labels.empty and out.paired is not None:
+            lab = pairs.merge(labels[["request_id", "row", "value"]], on=["request_id", "row"])
+            if len(lab):
+                out.candidate.labels = lab["value"].to_numpy()
+                out.candidate.labelled_predictions = lab[names[1]].to_numpy()
+    return out
+
+
+def candidate_requests(root: Path, deployment: str, candidate: str, window: Window, shadow: bool = False) -> int:
+    """Requests the candidate answered in ``window`` (the step's sample guard)."""
+    rows = read_records(
+        root,
+        deployment,
+        since=window.since,
+        until=window.until,
+        variant=candidate,
+        shadow=shadow,
+        columns=["request_id"],
+    )
+    return int(rows["request_id"].nunique()) if len(rows) else 0
+
+
+def bandit_counts(
+    root: Path,
+    deployment: str,
+    feedback: pd.DataFrame | Sequence[dict[str, Any]],
+    arms: Sequence[str],
+    window: Window,
+    reward: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(successes, trials) per arm: the sum of rewards and the number of rewarded requests (``reward="reward"``),
+    or correct and labelled rows (``reward="label"``). Feedback that arrives late counts when it arrives."""
+    fb = _feedback(feedback)
+    successes = np.zeros(len(arms))
+    trials = np.zeros(len(arms))
+    for i, name in enumerate(arms):
+        rows = _rows(root, deployment, name, window, False)
+        if rows.empty:
+            continue
+        if reward == "reward":
+            got = rows.drop_duplicates("request_id")[["request_id"]].merge(
+                fb[fb["kind"] == "reward"][["request_id", "value"]], on="request_id"
+            )
+            values = np.clip(got["value"].to_numpy(dtype=float), 0.0, 1.0)
+        else:
+            col = _prediction_column(rows)
+            if col is None:
+                continue
+            got = rows[rows["status"] == "ok"][["request_id", "row", col]].merge(
+                fb[fb["kind"] == "label"][["request_id", "row", "value"]], on=["request_id", "row"]
+            )
+            values = (got[col].astype(str).to_numpy() == got["value"].astype(str).to_numpy()).astype(float)
+        successes[i], trials[i] = float(values.sum()), float(len(values))
+    return successes, trials
