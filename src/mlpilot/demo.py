@@ -199,7 +199,7 @@ def _roll_out(client: Client, say: Any, d: dict[str, Any], reference: str) -> No
             variant=f"candidate-v{v.version}",
             steps=[{"weight": w, "min_duration": "2s", "min_samples": 40} for w in (50, 100)],
             analyses=[
-                {"kind": "error_rate", "min_samples": 40},
+                {"kind": "error_rate", "min_samples": 40, "params": {"tolerance": 0.05}},
                 {"kind": "latency", "min_samples": 40, "params": {"max_ratio": 3.0}},
                 {"kind": "performance", "min_samples": 30, "params": {"margin": 0.1}},
             ],
@@ -224,7 +224,8 @@ def _roll_out(client: Client, say: Any, d: dict[str, Any], reference: str) -> No
                     seen = e.id
                     _say_decision(say, e.after or {})
         colour = "green" if r.phase.value == "promoted" else "red"
-        say(f"   → [bold {colour}]{r.phase.value.replace('_', ' ')}[/bold {colour}]: {r.message}")
+        reason = r.message.removeprefix("promoted: ")
+        say(f"   → [bold {colour}]{r.phase.value.replace('_', ' ')}[/bold {colour}]: {reason}")
     dep = client.get_deployment(DEPLOYMENT)
     say(
         f"   {DEPLOYMENT} now serves {dep.spec.traffic} ({MODEL}@champion moved with the promotion). "

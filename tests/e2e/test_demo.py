@@ -19,5 +19,9 @@ def test_demo_tour_runs_and_each_chapter_reports(tmp_path: Path) -> None:
     assert "ALERT: 2 of 30 features drifted" in text
     assert "page alert fired" in text
     assert "alert.fired" in text and "feedback.received" in text  # in the audit trail
+    # chapter 9: the retrained model is promoted, the one with a segment bug is rolled back on realized accuracy
+    assert "→ promoted: the last canary step passed" in text
+    assert "→ rolled back: performance failed" in text and "confidence sequence" in text
     again = re.sub(r"\s+", " ", run_cli("demo", "--exit", home=tmp_path / "home", timeout=300).stdout)
     assert "page alert firing" in again  # a re-run reuses the home; the alert is not fired twice
+    assert "→ rolled back: performance failed" in again  # and the rollouts run again

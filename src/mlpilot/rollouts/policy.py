@@ -159,7 +159,7 @@ def _gate(ctx: Context, gates: Sequence[Gate]) -> Decision:
         return _after_pass(r)
     if elapsed >= max_d:
         waiting = ", ".join(g.name for g in pending) or f"samples ({ctx.step_samples} of {min_n})"
-        reason = f"still inconclusive after {elapsed}: {waiting}"
+        reason = f"still inconclusive after {elapsed.total_seconds():.0f} s: {waiting}"
         if r.phase is RolloutPhase.EXPERIMENT:
             return Decision("abort", RolloutPhase.ABORTED, r.step, f"no winner: {reason}; the baseline stays")
         if r.spec.on_inconclusive is OnInconclusive.ADVANCE:
