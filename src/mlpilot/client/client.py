@@ -575,7 +575,6 @@ class Client:
         (fields of :class:`~mlpilot.records.RolloutSpec`)."""
         body = spec.model_dump(mode="json") if isinstance(spec, RolloutSpec) else dict(spec or {})
         body.update(fields)
-        RolloutSpec.model_validate(body)  # a bad spec fails here with the same message the server would give
         return Rollout.model_validate(self._json("POST", f"/deployments/{deployment}/rollouts", json=body))
 
     def rollout(self, deployment: str | None = None, rollout_id: int | None = None) -> Rollout:
