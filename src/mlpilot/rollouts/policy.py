@@ -26,6 +26,7 @@ from typing import Any
 
 from mlpilot.records import (
     AnalysisKind,
+    AnalysisSpec,
     OnFail,
     OnInconclusive,
     Rollout,
@@ -91,6 +92,25 @@ def alpha_per_analysis(alpha: float, kinds: Sequence[AnalysisKind]) -> float:
     """Bonferroni share of the family-wise ``alpha`` for each statistical analysis."""
     k = sum(1 for kind in kinds if kind in STATISTICAL)
     return alpha / max(1, k)
+
+
+# What the shadow phase always compares, unless the spec has an analysis of that kind: do both answer alike
+# (a 10% disagreement — 5% relative difference for numbers — fails it) and are the answers distributed alike.
+SHADOW_DEFAULTS = (
+    AnalysisSpec(kind=AnalysisKind.AGREEMENT, params={"min_agreement": 0.9, "tolerance": 0.05}, required=False),
+    AnalysisSpec(kind=AnalysisKind.OUTPUT_DRIFT, required=False),
+)
+
+
+def phase_analyses(rollout: Rollout) -> list[AnalysisSpec]:
+    """The analyses of the current phase: the spec's (paired-answer ones only in the shadow phase), plus in the
+    shadow phase :data:`SHADOW_DEFAULTS` for the kinds the spec leaves out."""
+    shadow = rollout.phase is RolloutPhase.SHADOW
+    out = [a for a in rollout.spec.analyses if shadow or a.kind not in SHADOW_ONLY]
+    if shadow:
+        kinds = {a.kind for a in out}
+        out += [a for a in SHADOW_DEFAULTS if a.kind not in kinds]
+    return out
 
 
 def first_phase(rollout: Rollout) -> tuple[RolloutPhase, int]:

@@ -328,7 +328,7 @@ class RolloutService:
         if r.phase is RolloutPhase.EXPERIMENT and spec.strategy is RolloutStrategy.BANDIT:
             due = now - datetime.fromisoformat(str(r.state.get("reweighted_at", r.phase_started_at.isoformat())))
             return policy.Context(r, now, bandit_due=due >= spec.bandit.update_every), {"window": window.to_dict()}
-        active = [a for a in spec.analyses if shadow or a.kind not in policy.SHADOW_ONLY]
+        active = policy.phase_analyses(r)
         if r.phase is RolloutPhase.EXPERIMENT:  # A/B: the primary analysis is a test of superiority
             active = [
                 a.model_copy(update={"params": {**a.params, "margin": 0.0}}) if a.kind in policy.MARGIN_KINDS else a

@@ -151,3 +151,19 @@ def test_desired_traffic_keeps_other_live_variants_in_proportion() -> None:
     assert desired_traffic(done).weights == {"c": 25, "b": 75}
     paused = r.model_copy(update={"phase": RolloutPhase.PAUSED, "paused_phase": RolloutPhase.CANARY, "step": 1})
     assert desired_traffic(paused).weights == {"a": 38, "c": 12, "b": 50}
+
+
+def test_the_shadow_phase_adds_agreement_and_output_drift_unless_the_spec_has_them() -> None:
+    from mlpilot.rollouts.policy import phase_analyses
+
+    shadow = rollout(RolloutPhase.SHADOW, shadow={"min_duration": "1m"}, analyses=[{"kind": "error_rate"}])
+    kinds = [(a.kind.value, a.required) for a in phase_analyses(shadow)]
+    assert kinds == [("error_rate", True), ("agreement", False), ("output_drift", False)]
+    own = rollout(
+        RolloutPhase.SHADOW,
+        shadow={"min_duration": "1m"},
+        analyses=[{"kind": "agreement", "params": {"min_agreement": 0.99}}],
+    )
+    assert [a.params for a in phase_analyses(own) if a.kind is AnalysisKind.AGREEMENT] == [{"min_agreement": 0.99}]
+    canary = own.model_copy(update={"phase": RolloutPhase.CANARY})
+    assert phase_analyses(canary) == []  # paired answers exist only in the shadow phase
