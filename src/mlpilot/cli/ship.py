@@ -17,7 +17,7 @@ from mlpilot.cli.output import console, err_console, print_json
 from mlpilot.client.ship import FAIL, PASS, Gate, ShipReport, ship
 from mlpilot.errors import InvalidArgument
 
-_MARKS = {PASS: "[green]✔[/green]", FAIL: "[red]✘[/red]", "skip": "[yellow]–[/yellow]"}
+_MARKS = {PASS: "[green]✔[/green]", FAIL: "[red]✘[/red]", "skip": "[yellow]\N{EN DASH}[/yellow]"}
 _COLOURS = {PASS: "green", FAIL: "red", "skip": "yellow"}
 
 
@@ -60,7 +60,9 @@ def ship_cmd(
     name: str | None = typer.Option(None, "--name", help="model name (default: the champion's, else the file stem)"),
     flavor: str | None = typer.Option(None, "--flavor", help="sklearn, xgboost, lightgbm, onnx or pyfunc"),
     sample: Path | None = typer.Option(
-        None, "--sample", help="example inputs (CSV/Parquet): signature and smoke test without a bound reference"
+        None,
+        "--sample",
+        help="example inputs (CSV/Parquet): the signature, and the smoke test when there is no reference",
     ),
     shadow: str = typer.Option("1m", "--shadow", help="shadow phase's minimum duration; 0 disables it"),
     steps: str = typer.Option("10,50,100", "--steps", help="canary weights in %, comma-separated"),

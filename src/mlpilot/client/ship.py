@@ -392,12 +392,13 @@ class _Ship:
             digest = _sha256(path)
         except OSError as exc:
             self.fail("register", f"cannot read {path}: {exc.strerror or exc}")
+        auto = self._auto_sample() if sample is None else None
         existing = self._same_bytes(name, digest)
-        if existing is not None:
+        # Same bytes: reuse that version, unless it is unsigned and --sample can now give it a signature.
+        if existing is not None and (existing.signature is not None or sample is None):
             msg = f"{path.name} is already {existing.ref} (same sha256 {digest[7:19]}…): reusing it"
             self.gate("register", PASS, msg, version=existing.ref, reused=True, digest=digest, size=existing.size)
             return existing
-        auto = self._auto_sample() if sample is None else None
         try:
             try:
                 v = self.c.register_model(name, path, flavor=flavor, sample=sample if sample is not None else auto)
@@ -545,7 +546,7 @@ class _Ship:
             f"{agree:.3f} of {len(y)} rows within the champion's MAE of its prediction"
         )
         verdict = FAIL if relative > margin + 1e-12 else PASS
-        numbers = {"champion": mae_b, "candidate": mae_c, "agreement": agree}
+        numbers: dict[str, float | None] = {"champion": mae_b, "candidate": mae_c, "agreement": agree}
         numbers["relative_difference"] = relative if math.isfinite(relative) else None
         self.gate("offline", verdict, line, task="regression", metric="mae", rows=len(y), margin=margin, **numbers)
 

@@ -113,6 +113,19 @@ def phase_analyses(rollout: Rollout) -> list[AnalysisSpec]:
     return out
 
 
+def gate(rollout: Rollout, spec: AnalysisSpec, result: Any) -> Gate:
+    """The policy's view of an analysis result. In the shadow phase latency informs but does not gate: a shadow
+    runs after the answer left, on its own worker, competing with the live traffic for the CPU, so its latency is
+    not the latency it would have live (the canary steps measure that, like with like)."""
+    verdict, required, message = result.verdict, spec.required, result.message
+    if rollout.phase is RolloutPhase.SHADOW and spec.kind is AnalysisKind.LATENCY:
+        required = False
+        if verdict is Verdict.FAIL:
+            verdict = Verdict.INCONCLUSIVE
+            message = f"{message} (not gating in the shadow phase)"
+    return Gate(result.name, spec.kind, verdict, required, message, result.to_dict())
+
+
 def first_phase(rollout: Rollout) -> tuple[RolloutPhase, int]:
     """The phase after ``pending`` (or after the shadow phase when ``shadow`` is true)."""
     spec = rollout.spec

@@ -349,10 +349,7 @@ class RolloutService:
             with_inputs=any(a.kind.value == "input_drift" for a in active),
         )
         results = [analyses.run_analysis(a, data, alpha) for a in active]
-        gates = [
-            policy.Gate(res.name, a.kind, res.verdict, a.required, res.message, res.to_dict())
-            for a, res in zip(active, results, strict=True)
-        ]
+        gates = [policy.gate(r, a, res) for a, res in zip(active, results, strict=True)]
         step_samples = evidence.candidate_requests(
             self.log_root, r.deployment, r.candidate, evidence.Window(r.step_started_at, now), shadow
         )

@@ -453,19 +453,22 @@ class DataPlane:
     async def _shadow(
         self, d: LoadedDeployment, lv: LoadedVariant, request: DecodedRequest, request_id: str, sticky_key: str | None
     ) -> None:
+        """Predict on a shadow after the primary answered. Its recorded latency is the model call alone, measured
+        where it runs (like a primary's: validation and the wait for the shadow worker are not counted), so the
+        shadow's latency is comparable with the primary's in a rollout's shadow phase."""
         t0 = time.perf_counter()
         try:
             model_input = lv.validator(request.inputs)
             runtime = lv.runtime
             if isinstance(runtime, FlavorRuntime):
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self._shadow_executor, runtime.predict_sync, model_input
+                outputs, latency = await asyncio.get_running_loop().run_in_executor(
+                    self._shadow_executor, _timed, runtime.predict_sync, model_input
                 )
             else:
+                t0 = time.perf_counter()
                 outputs = await runtime.predict(model_input)
-            self._record(
-                d, lv, request_id, "ok", time.perf_counter() - t0, sticky_key, None, outputs, model_input, shadow=True
-            )
+                latency = time.perf_counter() - t0
+            self._record(d, lv, request_id, "ok", latency, sticky_key, None, outputs, model_input, shadow=True)
             lv.metrics.requests["ok"].inc()
         except MlpilotError as exc:
             self._record(d, lv, request_id, "error", time.perf_counter() - t0, sticky_key, exc, shadow=True)
@@ -475,6 +478,13 @@ class DataPlane:
             lv.metrics.requests["server_error"].inc()
         finally:
             self._shadow_slots += 1
+
+
+def _timed(fn: Any, arg: Any) -> tuple[Any, float]:
+    """``fn(arg)`` and the seconds it took (measured on the thread that runs it)."""
+    t0 = time.perf_counter()
+    out = fn(arg)
+    return out, time.perf_counter() - t0
 
 
 def _version_sort(v: str) -> tuple[int, str]:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -57,7 +58,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     X.head(5).to_csv(d / "sample.csv", index=False)
     (d / "garbage.joblib").write_bytes(b"this is not a model" * 20)
     return Files(
-        *(d / f"{n}.joblib" for n in ("v1", "v2", "worse", "narrow")),
+        v1=d / "v1.joblib",
+        v2=d / "v2.joblib",
+        worse=d / "worse.joblib",
+        narrow=d / "narrow.joblib",
         narrow_sample=d / "narrow.csv",
         garbage=d / "garbage.joblib",
         sample=d / "sample.csv",
@@ -176,7 +180,12 @@ def test_without_a_sample_a_model_that_cannot_read_the_champions_inputs_fails_at
     assert [(n, v) for n, v, _ in found] == [("register", "pass"), ("signature", "fail")]
     assert "no signature" in found[0][2]
     assert "cannot predict on the sample" in found[1][2]
-    assert state(home)[2] == 0
+    assert state(home)[2:] == (0, [1, 2])
+    # the same bytes again reuse the unsigned version; with --sample they get a signature (a new version)
+    assert "is already iris:2" in gates(cli(home, "ship", str(files.narrow), "-d", "iris")[1])[0][2]
+    code, out, _ = cli(home, "ship", str(files.narrow), "-d", "iris", "--sample", str(files.narrow_sample))
+    found = gates(out)
+    assert code == 1 and found[0][2].startswith("registered iris:3") and "input 'petal_width' is missing" in found[1][2]
 
 
 def test_a_much_worse_model_stops_at_offline(home: Path, files: Files) -> None:
@@ -197,7 +206,8 @@ def test_a_wider_margin_lets_a_worse_model_through_offline(home: Path, files: Fi
     assert report["ok"] and report["outcome"] == "rollout_started"
     offline = next(g for g in report["gates"] if g["name"] == "offline")
     assert offline["verdict"] == "pass" and offline["numbers"]["candidate"] == pytest.approx(1 / 3)
-    spec = Client(home=home).rollout("iris").spec
+    with Client(home=home) as c:
+        spec = c.rollout("iris").spec
     assert spec.shadow is None and "agreement" not in {a.kind.value for a in spec.analyses}
 
 
@@ -334,7 +344,7 @@ def test_offline_compares_regressors_by_relative_mae(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- pure parts
 
 
-def _event(action: str, before: dict | None, after: dict) -> Event:  # type: ignore[type-arg]
+def _event(action: str, before: dict[str, Any] | None, after: dict[str, Any]) -> Event:
     now = datetime.now(timezone.utc)
     return Event(id=1, ts=now, actor="mlpilot-rollouts", action=f"rollout.{action}", subject="rollout:1",
                  before=before, after=after)  # fmt: skip

@@ -167,3 +167,16 @@ def test_the_shadow_phase_adds_agreement_and_output_drift_unless_the_spec_has_th
     assert [a.params for a in phase_analyses(own) if a.kind is AnalysisKind.AGREEMENT] == [{"min_agreement": 0.99}]
     canary = own.model_copy(update={"phase": RolloutPhase.CANARY})
     assert phase_analyses(canary) == []  # paired answers exist only in the shadow phase
+
+
+def test_latency_informs_but_does_not_gate_in_the_shadow_phase() -> None:
+    from mlpilot.records import AnalysisSpec
+    from mlpilot.rollouts.analyses import AnalysisResult
+    from mlpilot.rollouts.policy import gate as to_gate
+
+    spec = AnalysisSpec(kind=AnalysisKind.LATENCY)
+    slow = AnalysisResult("latency", "latency", FAIL, "body slower", {}, {})
+    shadow = to_gate(rollout(RolloutPhase.SHADOW, shadow={"min_duration": "1m"}), spec, slow)
+    assert (shadow.verdict, shadow.required) == (INC, False) and "not gating" in shadow.message
+    live = to_gate(rollout(RolloutPhase.CANARY), spec, slow)
+    assert (live.verdict, live.required) == (FAIL, True)
