@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from mlpilot.api.scopes import Scope, actor, platform, route
 from mlpilot.app import Platform
-from mlpilot.errors import InvalidArgument
+from mlpilot.errors import InvalidArgument, MlpilotError
 from mlpilot.records import Alias, Artifact, ArtifactKind, ArtifactRef, ArtifactVersion, check_alias
 from mlpilot.registry.datasets import read_table
 
@@ -108,6 +108,11 @@ def register_version(
                 role=role,
             )
         return p.registry.register_file(name, kind, path, actor=who, metadata=meta, tags=tag_map, parents=parent_list)
+    except MlpilotError as exc:
+        # name the user's file, not the server's scratch copy of it
+        exc.message = exc.message.replace(str(scratch) + "/", "")
+        exc.args = (exc.message,)
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

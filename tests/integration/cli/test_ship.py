@@ -219,6 +219,7 @@ def test_an_unreadable_file_stops_at_register(home: Path, files: Files, which: s
     found = gates(out)
     assert [(n, v) for n, v, _ in found] == [("register", "fail")]
     assert ("cannot tell which kind of model" if which == "garbage" else "does not exist") in found[0][2]
+    assert "upload-" not in found[0][2] and "/tmp/" not in found[0][2].replace(str(path), "")  # the user's file name
     assert "stopped at register" in err
     assert state(home) == ({"iris-v1": 100}, 1, 0, [1])
 
