@@ -121,6 +121,7 @@ def test_an_incompatible_candidate_and_a_second_rollout_are_refused(world: World
     assert _state(world) == before
 
 
+@pytest.mark.slow
 def test_a_restarted_control_plane_resumes_where_it_was(world: World) -> None:
     """A new platform on the same home (a restarted process) continues the rollout without repeating a step."""
     r = world.platform.rollouts.start("iris", RolloutSpec.model_validate(_canary()), "tester")
@@ -137,6 +138,7 @@ def test_a_restarted_control_plane_resumes_where_it_was(world: World) -> None:
     assert [a for a, _ in world.phases(r.id)] == ["started", "begin", "advance", "advance", "promote", "complete"]
 
 
+@pytest.mark.slow
 def test_two_controllers_ticking_at_once_record_each_transition_once(world: World) -> None:
     other = build_platform(world.platform.settings, clock=world.clock)
     try:
@@ -151,6 +153,7 @@ def test_two_controllers_ticking_at_once_record_each_transition_once(world: Worl
         other.close()
 
 
+@pytest.mark.slow
 def test_a_release_goes_live_with_its_reference_and_moves_the_alias(world: World) -> None:
     import pandas as pd
 

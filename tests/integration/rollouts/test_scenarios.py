@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from mlpilot.records import RolloutPhase
 from tests.integration.rollouts.conftest import Arm, World, settled
 
@@ -22,6 +24,7 @@ def _serving(w: World) -> dict[str, int]:
     return dict(dep.spec.traffic)
 
 
+@pytest.mark.slow
 def test_an_equal_candidate_is_promoted_step_by_step(world: World) -> None:
     r = world.platform.rollouts.start(
         "iris",
@@ -101,6 +104,7 @@ def test_the_shadow_phase_stops_a_bad_candidate_before_anyone_sees_it(world: Wor
     assert live.step == 0 and [a for a, _ in world.phases(r.id)] == ["started", "begin", "rollback"]
 
 
+@pytest.mark.slow
 def test_blue_green_bakes_then_promotes(world: World) -> None:
     spec = _spec("iris:2", analyses=[{"kind": "error_rate"}, {"kind": "latency"}])
     spec.update(strategy="blue_green", bake="5m")
@@ -145,6 +149,7 @@ def test_ab_keeps_the_baseline_when_it_wins(world: World) -> None:
     assert _serving(world) == {"iris-v1": 100}
 
 
+@pytest.mark.slow
 def test_a_bandit_moves_traffic_to_the_best_arm_and_promotes_it(world: World) -> None:
     world.arms.update({"iris-v1": Arm(accuracy=0.80), "iris-v2": Arm(accuracy=0.85), "iris-v3": Arm(accuracy=0.95)})
     spec = {
