@@ -81,12 +81,17 @@ class ArmData:
 @dataclass
 class Comparison:
     """Baseline vs candidate evidence; ``paired`` holds both answers to the same rows (shadow); ``task`` is
-    ``classification``, ``regression`` or None (inferred, see :func:`infer_task`)."""
+    ``classification``, ``regression`` or None (inferred, see :func:`infer_task`); ``strata`` see below."""
 
     baseline: ArmData
     candidate: ArmData
     paired: tuple[np.ndarray, np.ndarray] | None = None
     task: str | None = None
+    #: the same evidence cut into periods in which the split was constant (a canary's steps). The difference
+    #: analyses (error rate, performance, estimated performance, reward) then compare the arms within each period
+    #: (:func:`~mlpilot.rollouts.stats.stratified_diff_cs`), so a change both arms share over time is not read as
+    #: a difference between them; the others use the pooled evidence.
+    strata: list[Comparison] | None = None
 
 
 @dataclass(frozen=True)
@@ -296,10 +301,22 @@ def _error_rate(spec: AnalysisSpec, data: Comparison, alpha: float, p: dict[str,
     if few := _too_few(spec, "requests", b.requests, c.requests, p, alpha):
         return few
     mb, mc = Moments.of_counts(b.errors, b.requests), Moments.of_counts(c.errors, c.requests)
-    cs, own = stats.diff_cs(mb, mc, alpha), stats.mean_cs(mc, alpha)
+    own = stats.mean_cs(mc, alpha)
+    if data.strata:
+        cells = [
+            (
+                Moments.of_counts(x.baseline.errors, x.baseline.requests),
+                Moments.of_counts(x.candidate.errors, x.candidate.requests),
+            )
+            for x in data.strata
+        ]
+        cs = stats.stratified_diff_cs(cells, alpha)
+    else:
+        cs = stats.diff_cs(mb, mc, alpha)
     head = (
         f"candidate error rate {_fmt(mc.mean)} ({c.errors}/{c.requests}) vs baseline {_fmt(mb.mean)} "
-        f"({b.errors}/{b.requests}): difference {mc.mean - mb.mean:+.3f}, {_level(alpha)} confidence sequence {_iv(cs)}"
+        f"({b.errors}/{b.requests}): difference {cs.estimate:+.3f}{_within(data)}, {_level(alpha)} confidence sequence "
+        f"{_iv(cs)}"
     )
     tolerance, max_rate = p["tolerance"], p["max_rate"]
     if cs.lower > 0:
@@ -314,7 +331,8 @@ def _error_rate(spec: AnalysisSpec, data: Comparison, alpha: float, p: dict[str,
     statistics = {
         "n_baseline": b.requests, "n_candidate": c.requests, "errors_baseline": b.errors, "errors_candidate": c.errors,
         "rate_baseline": mb.mean, "rate_candidate": mc.mean, "difference": cs, "candidate_rate": own,
-        "msprt_p_value": _msprt(mb, mc, alpha),
+        "strata": len(data.strata) if data.strata else 1,
+        "msprt_p_value": None if data.strata else _msprt(mb, mc, alpha),
     }  # fmt: skip
     return _result(spec, verdict, message, statistics, p, alpha)
 
@@ -491,12 +509,17 @@ def _compare_scores(
         return few
     flip = kw.pop("flip", False)
     v_b, v_c = kw.pop("values", (float(sb.mean()), float(sc.mean())))
-    cs = stats.diff_cs(sb, sc, alpha)
+    strata = kw.pop("strata", None)
+    if strata:
+        cs = stats.stratified_diff_cs([(x[np.isfinite(x)], y[np.isfinite(y)]) for x, y in strata], alpha)
+    else:
+        cs = stats.diff_cs(sb, sc, alpha)
     margin = float(p["margin"])
     verdict = Verdict.FAIL if cs.upper < 0 else Verdict.PASS if cs.lower > -margin else Verdict.INCONCLUSIVE
     lo, hi = (-cs.upper, -cs.lower) if flip else (cs.lower, cs.upper)
     message = (
-        f"candidate {what} {_fmt(v_c)} vs baseline {_fmt(v_b)}: difference {v_c - v_b:+.3f}, "
+        f"candidate {what} {_fmt(v_c)} vs baseline {_fmt(v_b)}: difference "
+        f"{(-cs.estimate if flip else cs.estimate):+.3f}{' within periods' if strata else ''}, "
         f"{_level(alpha)} confidence sequence [{_fmt(lo)}, {_fmt(hi)}]"
     )
     bound = f"{'+' if flip else '-'}{margin:g} (the margin)"
@@ -508,7 +531,8 @@ def _compare_scores(
         message += f" reaches both 0 and {bound} → inconclusive"
     key = what.replace(" ", "_")
     statistics = {"n_baseline": sb.size, "n_candidate": sc.size, f"{key}_baseline": v_b, f"{key}_candidate": v_c,
-                  **kw, "score_difference": cs, "msprt_p_value": _msprt(sb, sc, alpha)}  # fmt: skip
+                  **kw, "score_difference": cs, "strata": len(strata) if strata else 1,
+                  "msprt_p_value": None if strata else _msprt(sb, sc, alpha)}  # fmt: skip
     return _result(spec, verdict, message, statistics, p, alpha)
 
 
@@ -518,20 +542,21 @@ def _performance(spec: AnalysisSpec, data: Comparison, alpha: float, p: dict[str
     p = {**p, "metric": metric}
     try:
         sb, sc = _scores(b, metric), _scores(c, metric)
+        strata = _strata(data, lambda arm: _scores(arm, metric))
     except (TypeError, ValueError) as exc:
         message = f"inconclusive: {metric} needs numeric labels and predictions ({exc})"
         n_b, n_c = (0 if a.labels is None else len(a.labels) for a in (b, c))
         statistics = {"n_baseline": n_b, "n_candidate": n_c, "metric": metric, "reason": str(exc)}
         return _result(spec, Verdict.INCONCLUSIVE, message, statistics, p, alpha)
     if metric == "accuracy":
-        return _compare_scores(spec, alpha, p, sb, sc, "accuracy", unit="labelled rows", metric=metric)
+        return _compare_scores(spec, alpha, p, sb, sc, "accuracy", unit="labelled rows", metric=metric, strata=strata)
     values = (-float(sb.mean()) if sb.size else math.nan, -float(sc.mean()) if sc.size else math.nan)
     if metric == "mae":
         return _compare_scores(spec, alpha, p, sb, sc, "mae", unit="labelled rows", values=values, flip=True,
-                               metric=metric)  # fmt: skip
+                               metric=metric, strata=strata)  # fmt: skip
     rmse = {"rmse_baseline": math.sqrt(values[0]), "rmse_candidate": math.sqrt(values[1])}  # CS on the mean sq. error
     return _compare_scores(spec, alpha, p, sb, sc, "mse", unit="labelled rows", values=values, flip=True,
-                           metric=metric, **rmse)  # fmt: skip
+                           metric=metric, strata=strata, **rmse)  # fmt: skip
 
 
 def _confidence(arm: ArmData) -> np.ndarray:
@@ -550,14 +575,33 @@ def _estimated_performance(spec: AnalysisSpec, data: Comparison, alpha: float, p
         message = "inconclusive: estimated performance needs class probabilities from both arms"
         statistics = {"n_baseline": cb.size, "n_candidate": cc.size, "reason": "no_proba"}
         return _result(spec, Verdict.INCONCLUSIVE, message, statistics, p, alpha)
-    return _compare_scores(spec, alpha, p, cb, cc, "mean confidence", unit="rows with probabilities")
+    return _compare_scores(
+        spec, alpha, p, cb, cc, "mean confidence", unit="rows with probabilities", strata=_strata(data, _confidence)
+    )
 
 
 def _reward(spec: AnalysisSpec, data: Comparison, alpha: float, p: dict[str, Any]) -> AnalysisResult:
     rb, rc = (
         _empty() if a.rewards is None else np.asarray(a.rewards, np.float64) for a in (data.baseline, data.candidate)
     )
-    return _compare_scores(spec, alpha, p, rb, rc, "mean reward", unit="rewarded requests")
+    return _compare_scores(
+        spec, alpha, p, rb, rc, "mean reward", unit="rewarded requests", strata=_strata(data, _rewards)
+    )
+
+
+def _rewards(arm: ArmData) -> np.ndarray:
+    return _empty() if arm.rewards is None else np.asarray(arm.rewards, np.float64)
+
+
+def _strata(data: Comparison, score: Callable[[ArmData], np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Per-period scores of both arms, when the evidence comes in periods."""
+    if not data.strata:
+        return None
+    return [(score(x.baseline), score(x.candidate)) for x in data.strata]
+
+
+def _within(data: Comparison) -> str:
+    return " within periods" if data.strata else ""
 
 
 def _custom(spec: AnalysisSpec, data: Comparison, alpha: float, p: dict[str, Any]) -> AnalysisResult:

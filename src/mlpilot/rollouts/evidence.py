@@ -43,6 +43,22 @@ def _prediction_column(frame: pd.DataFrame) -> str | None:
     return scalar[0] if scalar else None
 
 
+def with_feedback(rows: pd.DataFrame, labels: pd.DataFrame | None, rewards: pd.DataFrame | None) -> pd.DataFrame:
+    """``rows`` with the feedback known now joined once: ``_label``/``_has_label`` per row, ``_reward`` per
+    request (cuts of the result keep their feedback, see :func:`arm`)."""
+    if rows.empty:
+        return rows
+    out = rows
+    if labels is not None and not labels.empty:
+        lab = labels[["request_id", "row", "value"]].rename(columns={"value": "_label"})
+        out = out.merge(lab, on=["request_id", "row"], how="left")
+        out["_has_label"] = out["_label"].notna()
+    if rewards is not None and not rewards.empty:
+        rew = rewards.drop_duplicates("request_id", keep="last")[["request_id", "value"]]
+        out = out.merge(rew.rename(columns={"value": "_reward"}), on="request_id", how="left")
+    return out
+
+
 def arm(
     variant: str,
     logged: pd.DataFrame,
@@ -51,9 +67,12 @@ def arm(
     *,
     with_inputs: bool = False,
 ) -> ArmData:
-    """One arm's :class:`ArmData` from its logged rows (one row per input row) and the feedback."""
+    """One arm's :class:`ArmData` from its logged rows (one row per input row) and the feedback (given, or
+    already joined by :func:`with_feedback`)."""
     if logged.empty:
         return ArmData(variant=variant)
+    if labels is not None or rewards is not None:
+        logged = with_feedback(logged, labels, rewards)
     per_request = logged.drop_duplicates("request_id")
     ok_requests = per_request[per_request["status"] == "ok"]
     ok = logged[logged["status"] == "ok"]
@@ -70,17 +89,15 @@ def arm(
         proba=proba,
         inputs=kinds.input_frame(ok).reset_index(drop=True) if with_inputs else None,
     )
-    if labels is not None and not labels.empty and pred_col is not None:
-        joined = ok[["request_id", "row", pred_col]].merge(
-            labels[["request_id", "row", "value"]], on=["request_id", "row"]
-        )
-        if len(joined):
-            data.labels = joined["value"].to_numpy()
-            data.labelled_predictions = joined[pred_col].to_numpy()
-    if rewards is not None and not rewards.empty:
-        got = per_request[["request_id"]].merge(rewards[["request_id", "value"]], on="request_id")
+    if "_has_label" in ok.columns and pred_col is not None:
+        labelled = ok[ok["_has_label"].astype(bool)]
+        if len(labelled):
+            data.labels = labelled["_label"].to_numpy()
+            data.labelled_predictions = labelled[pred_col].to_numpy()
+    if "_reward" in per_request.columns:
+        got = per_request["_reward"].dropna()
         if len(got):
-            data.rewards = got["value"].to_numpy(dtype=float)
+            data.rewards = got.to_numpy(dtype=float)
     return data
 
 
@@ -99,21 +116,28 @@ def comparison(
     baseline_window: Window | None = None,
     shadow: bool = False,
     with_inputs: bool = False,
+    periods: Sequence[datetime] = (),
 ) -> Comparison:
     """Baseline vs candidate over ``window`` (the baseline over ``baseline_window`` when given, e.g. before a
     blue-green switch). With ``shadow`` the candidate's rows are its shadow answers, paired with the baseline's
-    answers to the same requests."""
+    answers to the same requests. ``periods`` (the start of each canary step) also cuts the evidence into
+    :attr:`Comparison.strata`, one per period."""
     fb = _feedback(feedback)
     labels = fb[fb["kind"] == "label"]
     rewards = fb[fb["kind"] == "reward"]
-    base_rows = _rows(root, deployment, baseline, baseline_window or window, False)
+    base_rows = with_feedback(_rows(root, deployment, baseline, baseline_window or window, False), labels, rewards)
     cand_rows = _rows(root, deployment, candidate, window, shadow)
+    if not shadow:
+        cand_rows = with_feedback(cand_rows, labels, rewards)
     out = Comparison(
-        baseline=arm(baseline, base_rows, labels, rewards, with_inputs=with_inputs),
-        candidate=arm(
-            candidate, cand_rows, None if shadow else labels, None if shadow else rewards, with_inputs=with_inputs
-        ),
+        baseline=arm(baseline, base_rows, with_inputs=with_inputs),
+        candidate=arm(candidate, cand_rows, with_inputs=with_inputs),
     )
+    if len(periods) > 1 and not shadow:
+        out.strata = []
+        for start, end in zip(periods, [*periods[1:], None], strict=True):
+            b_rows, c_rows = (_between(rows, start, end) for rows in (base_rows, cand_rows))
+            out.strata.append(Comparison(baseline=arm(baseline, b_rows), candidate=arm(candidate, c_rows)))
     if shadow and not cand_rows.empty and not base_rows.empty:
         col_b, col_c = _prediction_column(base_rows), _prediction_column(cand_rows)
         if col_b is not None and col_c is not None:
@@ -129,6 +153,16 @@ def comparison(
                 out.candidate.labels = lab["value"].to_numpy()
                 out.candidate.labelled_predictions = lab[names[1]].to_numpy()
     return out
+
+
+def _between(rows: pd.DataFrame, start: datetime, end: datetime | None) -> pd.DataFrame:
+    if rows.empty:
+        return rows
+    ts = pd.to_datetime(rows["ts"], utc=True)
+    keep = ts >= pd.Timestamp(start)
+    if end is not None:
+        keep &= ts < pd.Timestamp(end)
+    return rows[keep]
 
 
 def candidate_requests(root: Path, deployment: str, candidate: str, window: Window, shadow: bool = False) -> int:

@@ -286,6 +286,9 @@ class RolloutService:
         state = dict(r.state)
         if d.phase is not r.phase or d.step != r.step:
             update["step_started_at"] = now
+            if d.phase is RolloutPhase.CANARY:  # the periods of constant split, compared within (evidence strata)
+                starts = state.get("step_starts", []) if r.phase is RolloutPhase.CANARY else []
+                state["step_starts"] = [*starts, now.isoformat()]
         if d.phase is not r.phase:
             update["phase_started_at"] = now
         if d.action == "reweight" or (d.action == "begin" and r.spec.strategy is RolloutStrategy.BANDIT):
@@ -347,6 +350,9 @@ class RolloutService:
             baseline_window=baseline_window,
             shadow=shadow,
             with_inputs=any(a.kind.value == "input_drift" for a in active),
+            periods=[datetime.fromisoformat(t) for t in r.state.get("step_starts", [])]
+            if r.phase is RolloutPhase.CANARY
+            else (),
         )
         results = [analyses.run_analysis(a, data, alpha) for a in active]
         gates = [policy.gate(r, a, res) for a, res in zip(active, results, strict=True)]

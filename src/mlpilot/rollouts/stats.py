@@ -295,6 +295,64 @@ def diff_cs(
     return Interval(estimate, lower, upper, n)
 
 
+def stratified_diff_cs(
+    strata: list[tuple[Sample, Sample]],
+    alpha: float = 0.05,
+    *,
+    rho: float | None = None,
+    var_floor: float = 0.0,
+) -> Interval:
+    """:func:`diff_cs` for evidence collected in strata (a canary's steps): the difference is estimated *within*
+    each stratum and the estimates are combined with inverse-variance weights, ``D = Σ D_s/V_s / Σ 1/V_s`` with
+    ``V = 1/Σ 1/V_s``; intrinsic time ``t = sigma²/V`` with ``sigma²`` from all the data pooled.
+
+    Why: when the split moves (10% → 50% → 100%) the candidate's data are later on average than the baseline's, so
+    pooling would read any change both arms share over time (a daily cycle, a drifting population) as a difference
+    between them. Within a stratum both arms see the same period. A stratum where an arm has no data (the 100% step
+    has no baseline) carries no information and is skipped.
+
+    Raises:
+        InvalidArgument: bad ``alpha``/``rho``/``var_floor`` or a sample that is not finite 1-D numbers.
+    """
+    _check_alpha(alpha)
+    _check_floor(var_floor)
+    weights, estimates = [], []
+    all_b: list[Moments] = []
+    all_c: list[Moments] = []
+    for baseline, candidate in strata:
+        mb, mc, v, _ = _two_sample(baseline, candidate, var_floor)
+        all_b.append(mb)
+        all_c.append(mc)
+        if not math.isfinite(v) or v <= 0.0:
+            continue
+        weights.append(1.0 / v)
+        estimates.append(mc.mean - mb.mean)
+    n = sum(m.n for m in all_b) + sum(m.n for m in all_c)
+    if not weights:
+        return Interval(math.nan, -math.inf, math.inf, n)
+    total = sum(weights)
+    estimate = sum(w * e for w, e in zip(weights, estimates, strict=True)) / total
+    v = 1.0 / total
+    pooled_b, pooled_c = _pool(all_b), _pool(all_c)
+    sigma2 = floored_variance(pooled_b, var_floor) + floored_variance(pooled_c, var_floor)
+    half = math.sqrt(v) * boundary_multiplier(max(sigma2 / v, 1e-12), alpha, rho=rho)
+    lower, upper = estimate - half, estimate + half
+    if pooled_b.binary and pooled_c.binary:
+        lower, upper = max(lower, -1.0), min(upper, 1.0)
+    return Interval(estimate, lower, upper, n)
+
+
+def _pool(parts: list[Moments]) -> Moments:
+    """The moments of the union of samples (exact: sizes, means and variances combined)."""
+    parts = [m for m in parts if m.n > 0]
+    n = sum(m.n for m in parts)
+    if n == 0:
+        return Moments(0, math.nan, 0.0, all(m.binary for m in parts))
+    mean = sum(m.n * m.mean for m in parts) / n
+    ss = sum((m.n - 1) * m.var + m.n * (m.mean - mean) ** 2 for m in parts)
+    return Moments(n, mean, ss / (n - 1) if n > 1 else 0.0, all(m.binary for m in parts))
+
+
 def msprt_pvalue(
     baseline: Sample,
     candidate: Sample,

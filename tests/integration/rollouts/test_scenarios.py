@@ -179,3 +179,24 @@ def _spec(candidate: str, steps: list[int] | None = None, duration: str = "2m", 
     if analyses is not None:
         out["analyses"] = analyses
     return out
+
+
+@pytest.mark.slow
+def test_a_change_both_arms_share_over_time_is_not_read_as_a_regression(world: World) -> None:
+    """Accuracy falls for everyone as the split moves 10 → 50 → 100% (a drifting population): the candidate's data
+    are later on average than the baseline's, so pooled evidence would blame it. Compared within each step, it is
+    promoted."""
+    spec = _spec("iris:2", steps=[10, 50, 100], duration="3m", analyses=[PERF])
+    r = world.platform.rollouts.start("iris", spec, "tester")
+    for minute in range(60):
+        acc = 0.97 - 0.006 * minute  # 0.97 → 0.79 in 30 minutes, the same for both arms
+        world.arms["iris-v1"] = Arm(accuracy=acc)
+        world.arms["iris-v2"] = Arm(accuracy=acc)
+        world.run(60, rps=50, until_settled=True)
+        if not world.rollout().active:
+            break
+    r = settled(world)
+    assert r.phase is RolloutPhase.PROMOTED, r.message
+    promote = next(e for e in world.platform.rollouts.decisions(r.id) if e.action == "rollout.promote").after or {}
+    perf = next(a for a in promote["analyses"] if a["kind"] == "performance")
+    assert perf["statistics"]["strata"] == 3 and "within periods" in perf["message"]

@@ -241,3 +241,21 @@ def test_interval_to_dict_is_json_safe() -> None:
 def test_bad_input_is_invalid_argument(call: object) -> None:
     with pytest.raises(InvalidArgument):
         call()  # type: ignore[operator]
+
+
+def test_stratified_difference_is_not_fooled_by_a_shared_trend() -> None:
+    """Simpson's paradox: both arms are equal within each period, but the candidate has most of its data in the
+    worse period. Pooled, it looks significantly worse; compared within periods, it is not."""
+    from mlpilot.rollouts.stats import Moments, diff_cs, stratified_diff_cs
+
+    early = (Moments.of_counts(3800, 4000), Moments.of_counts(95, 100))  # accuracy 0.95 in both arms
+    late = (Moments.of_counts(850, 1000), Moments.of_counts(595, 700))  # 0.85 in both arms
+    pooled = diff_cs(Moments.of_counts(4650, 5000), Moments.of_counts(690, 800), 0.05)
+    assert pooled.upper < 0  # the pooled comparison blames the candidate
+    strat = stratified_diff_cs([early, late, (Moments.of_counts(0, 0), Moments.of_counts(80, 100))], 0.05)
+    assert strat.lower < 0 < strat.upper and abs(strat.estimate) < 1e-9
+    one = stratified_diff_cs([early], 0.05)  # one stratum: exactly the unstratified interval
+    assert one == diff_cs(*early, 0.05)
+    worse = stratified_diff_cs([(Moments.of_counts(3800, 4000), Moments.of_counts(700, 1000))], 0.05)
+    assert worse.upper < 0  # a real difference within a period is still found
+    assert stratified_diff_cs([], 0.05).lower == float("-inf")
