@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -296,7 +297,7 @@ def diff_cs(
 
 
 def stratified_diff_cs(
-    strata: list[tuple[Sample, Sample]],
+    strata: Sequence[tuple[Sample, Sample]],
     alpha: float = 0.05,
     *,
     rho: float | None = None,
