@@ -39,8 +39,8 @@ Everything is pure computation on numpy; scipy (the ``sklearn`` extra) is import
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
