@@ -79,3 +79,9 @@ def tick_rollouts(p: P) -> list[Rollout]:
 def list_releases(p: P, name: str) -> list[Release]:
     p.store.get_deployment(name)
     return p.store.list_releases(name)
+
+
+@route(router, "POST", "/deployments/{name}/releases/rollback", Scope.DEPLOY)
+def rollback_release(p: P, who: Actor, name: str, to: int | None = Query(None, ge=1)) -> Rollout:
+    """Go back to an earlier release (default: the one before the live one) as one unit, at once."""
+    return p.rollouts.rollback_release(name, who, to)

@@ -398,6 +398,19 @@ def releases_list(ctx: typer.Context, deployment: str, as_json: bool = JSON_OPT)
     )
 
 
+@releases.command("rollback")
+def releases_rollback(
+    ctx: typer.Context,
+    deployment: str,
+    to: int | None = typer.Option(
+        None, "--to", help="the release to go back to (default: the one before the live one)"
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Go back to an earlier release as one unit (model and reference data), at once."""
+    emit(client(ctx).rollback_release(deployment, to), as_json, show_rollout)
+
+
 def install(app: typer.Typer) -> None:
     app.add_typer(rollout, name="rollout")
     app.add_typer(releases, name="releases")

@@ -632,6 +632,11 @@ class Client:
                 raise Unavailable(f"rollout {rollout_id} is still {r.phase.value} after {timeout_s:g} s")
             time.sleep(poll_s)
 
+    def rollback_release(self, deployment: str, to: int | None = None) -> Rollout:
+        """Go back to an earlier release (default: the one before the live one) as one unit, at once."""
+        params = {"to": to} if to is not None else {}
+        return Rollout.model_validate(self._json("POST", f"/deployments/{deployment}/releases/rollback", params=params))
+
     def releases(self, deployment: str) -> list[Release]:
         return [Release.model_validate(r) for r in self._json("GET", f"/deployments/{deployment}/releases")]
 

@@ -8,7 +8,7 @@ and ``trials`` (rewarded requests), so all three algorithms are *batched*: one i
   rewards are used as fractional successes).
 - ``epsilon_greedy``: ``1 - epsilon`` of the free weight to the arm with the best empirical mean, ``epsilon``
   spread evenly over all arms; arms never tried take the greedy share first (split evenly).
-- ``ucb``: UCB1 (Auer et al. 2002): all free weight to the arm with the highest ``mean + sqrt(2 ln N / n)``;
+- ``ucb``: UCB1-Tuned (Auer et al. 2002): all free weight to the arm with the highest variance-scaled upper bound;
   untried arms first.
 
 Every arm keeps ``min_weight`` (the exploration floor); the rest (``total - arms * min_weight``) is split by the
@@ -88,10 +88,14 @@ def _shares(
     if algorithm == BanditAlgorithm.EPSILON_GREEDY.value:
         greedy = _even(untried) if untried.any() else _best(s / t)
         return (1.0 - epsilon) * greedy + epsilon / k
-    # UCB1
+    # UCB1-Tuned (Auer, Cesa-Bianchi, Fischer 2002): the exploration bonus scaled by the arm's variance — for
+    # rewards in [0, 1] with mean mu at most mu(1 - mu) — so that low success rates (a few %) are not drowned by a
+    # bonus sized for rewards spread over [0, 1], as plain UCB1's sqrt(2 ln N / n) is.
     if untried.any():
         return _even(untried)
-    return _best(s / t + np.sqrt(2.0 * math.log(t.sum()) / t))
+    mean, log_n = s / t, math.log(t.sum())
+    variance = mean * (1.0 - mean) + np.sqrt(2.0 * log_n / t)
+    return _best(mean + np.sqrt(log_n / t * np.minimum(0.25, variance)))
 
 
 def _check(epsilon: float, min_weight: int, total: int, k: int, draws: int) -> None:

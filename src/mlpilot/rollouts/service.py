@@ -31,6 +31,7 @@ from mlpilot.records import (
     RolloutPhase,
     RolloutSpec,
     RolloutStrategy,
+    StepSpec,
     VariantSpec,
 )
 from mlpilot.rollouts import analyses, evidence, policy
@@ -474,3 +475,48 @@ class RolloutService:
     def _finish(self, r: Rollout) -> None:
         if r.phase is not RolloutPhase.PROMOTED and "release" in r.state:
             self.store.set_release_status(r.deployment, int(r.state["release"]), "rolled_back", ACTOR)
+
+    # ------------------------------------------------------------------------------------------ releases
+
+    def rollback_release(self, deployment: str, actor: str, to: int | None = None) -> Rollout:
+        """Go back to an earlier release as one unit, now: its model takes the traffic (a rollout promoted at once,
+        so the change has its decision record) and its reference binding comes back; the live release is marked
+        ``rolled_back`` and the target ``live``.
+
+        Raises:
+            NotFound: no such deployment or release. FailedPrecondition: no live release, or nothing earlier to go
+            back to. Conflict: a rollout is running on the deployment.
+        """
+        from mlpilot.errors import FailedPrecondition
+
+        self.store.get_deployment(deployment)
+        releases = self.store.list_releases(deployment)
+        live = next((x for x in releases if x.status == "live"), None)
+        if live is None:
+            raise FailedPrecondition(f"deployment {deployment!r} has no live release to roll back")
+        if to is None:
+            earlier = [x for x in releases if x.number < live.number and x.status == "superseded"]
+            if not earlier:
+                raise FailedPrecondition(
+                    f"release {live.number} of {deployment!r} is the first one that went live; nothing to go back to"
+                )
+            target = earlier[0]
+        else:
+            target = self.store.get_release(deployment, to)
+            if target.number == live.number:
+                raise InvalidArgument(f"release {to} of {deployment!r} is the live one")
+        spec = RolloutSpec(
+            candidate=target.artifacts["model"],
+            steps=[StepSpec(weight=100, min_duration=timedelta(seconds=1), min_samples=0)],
+            analyses=[],
+        )
+        r = self.start(deployment, spec, actor)
+        r = self.promote(r.id, actor)
+        reference = target.artifacts.get("reference")
+        if reference:
+            model = self.store.get_version(ArtifactRef.parse(target.artifacts["model"]))
+            if model.bindings.get("reference") != reference:
+                self.store.bind(model.ref, "reference", reference, actor)
+        self.store.set_release_status(deployment, live.number, "rolled_back", actor)
+        self.store.set_release_status(deployment, target.number, "live", actor)
+        return r

@@ -187,3 +187,39 @@ def test_unknown_rollouts_are_not_found(world: World) -> None:
     with pytest.raises(NotFound, match="has no rollout"):
         world.platform.rollouts.current("iris")
     assert issubclass(NotFound, MlpilotError)
+
+
+def test_a_live_release_is_rolled_back_as_one_unit(world: World) -> None:
+    import pandas as pd
+
+    from mlpilot import Client
+    from mlpilot.errors import FailedPrecondition
+
+    svc = world.platform.rollouts
+    with Client(settings=world.platform.settings) as c:
+        ref1 = c.register_dataset("iris-ref", pd.DataFrame({"x": [1.0, 2.0]}))
+        ref2 = c.register_dataset("iris-ref", pd.DataFrame({"x": [3.0, 4.0]}))
+    with pytest.raises(FailedPrecondition, match="no live release"):
+        svc.rollback_release("iris", "ops")
+    for model, ref in (("iris:2", ref1.ref), ("iris:3", ref2.ref)):
+        r = svc.start("iris", _canary(candidate=None, release={"model": model, "reference": ref}), "ops")
+        svc.promote(r.id, "ops")
+    assert [(x.number, x.status) for x in world.platform.store.list_releases("iris")] == [
+        (2, "live"),
+        (1, "superseded"),
+    ]
+    before = len(world.platform.store.list_rollouts("iris"))
+
+    back = svc.rollback_release("iris", "ops")
+    assert (back.phase, back.active) == (RolloutPhase.PROMOTED, False)
+    assert world.platform.store.get_deployment("iris").spec.traffic == {"iris-v2": 100}
+    assert [(x.number, x.status) for x in world.platform.store.list_releases("iris")] == [
+        (2, "rolled_back"),
+        (1, "live"),
+    ]
+    assert world.platform.store.get_version("iris:2").bindings["reference"] == ref1.ref
+    assert len(world.platform.store.list_rollouts("iris")) == before + 1  # recorded as a rollout, with decisions
+    with pytest.raises(InvalidArgument, match="is the live one"):
+        svc.rollback_release("iris", "ops", to=1)
+    with pytest.raises(NotFound, match="has no release 7"):
+        svc.rollback_release("iris", "ops", to=7)
