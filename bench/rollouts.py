@@ -162,18 +162,23 @@ def _rollout() -> Rollout:
 
 
 def gate_mlpilot(sc: str, seed: int) -> Result:
-    """mlpilot's policy and analyses, unchanged, looking every 30 s at everything since the rollout began."""
+    """mlpilot's policy and analyses, unchanged, looking every 30 s at everything since the rollout began, cut into
+    the steps (the controller's evidence strata: difference gates compare the arms within each step)."""
     r = _rollout()
     specs = list(r.spec.analyses)
     alpha = alpha_per_analysis(r.spec.alpha, [a.kind for a in specs])
     base, cand = Cumulative(), Cumulative()
+    steps: list[tuple[Cumulative, Cumulative]] = [(Cumulative(), Cumulative())]
     step_samples, full = 0, False
     for k in range(MAX_LOOKS):
         b, c = look(seed, k, STEPS[r.step], sc)
         base.add(b), cand.add(c)
+        steps[-1][0].add(b), steps[-1][1].add(c)
         step_samples += c.n
         now = T0 + timedelta(seconds=LOOK_S * (k + 1))
         data = Comparison(baseline=base.arm_data("a"), candidate=cand.arm_data("b"), task="classification")
+        if len(steps) > 1:
+            data.strata = [Comparison(baseline=x.arm_data("a"), candidate=y.arm_data("b")) for x, y in steps]
         gates = [Gate(a.label, a.kind, run_analysis(a, data, alpha).verdict, a.required) for a in specs]
         d = decide(Context(r, now, gates, step_samples))
         if d.action in ("rollback", "promote"):
@@ -181,6 +186,7 @@ def gate_mlpilot(sc: str, seed: int) -> Result:
         if d.action == "advance":
             r = r.model_copy(update={"step": d.step, "step_started_at": now})
             step_samples, full = 0, full or STEPS[d.step] == 100
+            steps.append((Cumulative(), Cumulative()))
     return "hold", _minutes(MAX_LOOKS - 1), full
 
 
