@@ -18,7 +18,7 @@ def test_demo_tour_runs_and_each_chapter_reports(tmp_path: Path) -> None:
     assert "flags ['mean area', 'worst area']" in text  # the injected unit change, and nothing else
     assert "ALERT: 2 of 30 features drifted" in text
     assert "page alert fired" in text
-    assert "alert.fired" in text and "feedback.received" in text  # in the audit trail
+    assert "rollout.rollback" in text and "feedback.received" in text  # in the audit trail (the newest events)
     # chapter 9: the retrained model is promoted, the one with a segment bug is rolled back on realized accuracy
     assert "→ promoted: the last canary step passed" in text
     assert "→ rolled back: performance failed" in text and "confidence sequence" in text
