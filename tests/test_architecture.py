@@ -14,7 +14,7 @@ import mlpilot
 SRC = Path(mlpilot.__file__).parent
 DATA_PLANE = {"serving", "runtimes", "executors"}
 # Shared by both planes: may be imported by the data plane, so they must not reach into the control plane either.
-NEUTRAL = {"protocol", "errors", "clock", "blobs", "flavors", "telemetry", "monitoring"}
+NEUTRAL = {"protocol", "errors", "clock", "blobs", "flavors", "telemetry", "monitoring", "llm"}
 CONTROL_PLANE = {
     "store",
     "api",

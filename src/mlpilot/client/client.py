@@ -19,6 +19,7 @@ import orjson
 import pandas as pd
 
 from mlpilot.blobs import BlobStore
+from mlpilot.client.llm import LLMArtifacts
 from mlpilot.client.oip import Prediction, build_request, parse_response
 from mlpilot.errors import (
     IntegrityError,
@@ -56,7 +57,7 @@ from mlpilot.settings import Settings
 API = "/api/v1"
 
 
-class Client:
+class Client(LLMArtifacts):
     """The mlpilot SDK.
 
     Args:

@@ -204,12 +204,25 @@ class Registry:
         tags: Mapping[str, str] | None = None,
         parents: Sequence[str] = (),
     ) -> ArtifactVersion:
-        """Register any file as a version of a prompt, index, tool or app artifact (kind-specific checks come
-        with the LLM features)."""
+        """Register a file as a version of a prompt, index, tool or app artifact. Prompts and tools are validated
+        first (``mlpilot.llm``) and what they declare lands in the version's metadata (``prompt`` / ``tool``);
+        an invalid file creates no version.
+
+        Raises:
+            InvalidArgument: a bad name, a missing file, or a prompt/tool file that does not validate.
+        """
         check_name(name, f"{kind.value} name")
         path = Path(path)
         if not path.is_file():
             raise InvalidArgument(f"file {str(path)!r} does not exist")
+        if kind is ArtifactKind.PROMPT:
+            from mlpilot.llm.prompts import validate_prompt_file
+
+            metadata = {**validate_prompt_file(path), **(metadata or {})}
+        elif kind is ArtifactKind.TOOL:
+            from mlpilot.llm.tools import validate_tool_file
+
+            metadata = {**validate_tool_file(path), **(metadata or {})}
         digest, size = self.blobs.put_file(path)
         return self.store.create_version(
             name=name,

@@ -1,0 +1,1 @@
+"""LLM artifacts: prompts, tools (and later indexes, apps, backends, evals)."""
