@@ -32,7 +32,7 @@ def test_pause_holds_the_split_resume_continues_promote_and_abort(world: World) 
     r = svc.start("iris", _canary(), "alice")
     r = svc.pause(r.id, "alice")
     assert r.phase is RolloutPhase.PAUSED and r.paused_phase is RolloutPhase.CANARY
-    world.run(10 * 60)
+    world.run(10 * 60, rps=30)
     r = svc.get(r.id)
     assert r.phase is RolloutPhase.PAUSED and world.platform.store.get_deployment("iris").spec.traffic["iris-v2"] == 10
     with pytest.raises(InvalidArgument, match="already paused"):
@@ -125,7 +125,7 @@ def test_an_incompatible_candidate_and_a_second_rollout_are_refused(world: World
 def test_a_restarted_control_plane_resumes_where_it_was(world: World) -> None:
     """A new platform on the same home (a restarted process) continues the rollout without repeating a step."""
     r = world.platform.rollouts.start("iris", RolloutSpec.model_validate(_canary()), "tester")
-    world.run(3 * 60)
+    world.run(3 * 60, rps=50)
     mid = world.platform.rollouts.get(r.id)
     assert mid.phase is RolloutPhase.CANARY and mid.step == 1
     world.platform.close()
@@ -133,7 +133,7 @@ def test_a_restarted_control_plane_resumes_where_it_was(world: World) -> None:
     again = world.platform.rollouts.get(r.id)
     assert (again.phase, again.step, again.revision) == (mid.phase, mid.step, mid.revision)
     assert world.platform.rollouts.tick() == []  # nothing is due yet: no transition repeated
-    world.run(30 * 60, until_settled=True)
+    world.run(30 * 60, rps=50, until_settled=True)
     assert settled(world).phase is RolloutPhase.PROMOTED
     assert [a for a, _ in world.phases(r.id)] == ["started", "begin", "advance", "advance", "promote", "complete"]
 
@@ -144,7 +144,7 @@ def test_two_controllers_ticking_at_once_record_each_transition_once(world: Worl
     try:
         r = world.platform.rollouts.start("iris", RolloutSpec.model_validate(_canary()), "tester")
         for _ in range(40):
-            world.serve(1500, 15)
+            world.serve(750, 15)
             for p in (world.platform, other):
                 p.rollouts.tick()
         assert settled(world).phase is RolloutPhase.PROMOTED
@@ -164,7 +164,7 @@ def test_a_release_goes_live_with_its_reference_and_moves_the_alias(world: World
     spec = _canary(candidate=None, release={"model": "iris:2", "reference": ref.ref}, promote_alias="production")
     r = world.platform.rollouts.start("iris", RolloutSpec.model_validate(spec), "tester")
     assert [(x.number, x.status) for x in world.platform.store.list_releases("iris")] == [(1, "candidate")]
-    world.run(30 * 60, until_settled=True)
+    world.run(30 * 60, rps=50, until_settled=True)
     assert settled(world).phase is RolloutPhase.PROMOTED
     assert [(x.number, x.status) for x in world.platform.store.list_releases("iris")] == [(1, "live")]
     v2 = world.platform.store.get_version("iris:2")
@@ -173,7 +173,7 @@ def test_a_release_goes_live_with_its_reference_and_moves_the_alias(world: World
     world.arms["iris-v3"] = Arm(error_rate=0.2)
     spec = _canary(candidate=None, release={"model": "iris:3"}, promote_alias="production")
     world.platform.rollouts.start("iris", RolloutSpec.model_validate(spec), "tester")
-    world.run(30 * 60, until_settled=True)
+    world.run(30 * 60, rps=50, until_settled=True)
     assert settled(world).phase is RolloutPhase.ROLLED_BACK
     statuses = [(x.number, x.status) for x in world.platform.store.list_releases("iris")]
     assert statuses == [(2, "rolled_back"), (1, "live")]

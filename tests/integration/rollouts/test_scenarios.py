@@ -108,10 +108,10 @@ def test_the_shadow_phase_stops_a_bad_candidate_before_anyone_sees_it(world: Wor
 def test_blue_green_bakes_then_promotes(world: World) -> None:
     spec = _spec("iris:2", analyses=[{"kind": "error_rate"}, {"kind": "latency"}])
     spec.update(strategy="blue_green", bake="5m")
-    world.run(5 * 60)  # the baseline's traffic before the switch is the comparison
+    world.run(5 * 60, rps=50)  # the baseline's traffic before the switch is the comparison
     r = world.platform.rollouts.start("iris", spec, "tester")
     assert r.phase is RolloutPhase.BAKE and _serving(world) == {"iris-v1": 0, "iris-v2": 100}
-    world.run(30 * 60, until_settled=True)
+    world.run(30 * 60, rps=50, until_settled=True)
     assert settled(world).phase is RolloutPhase.PROMOTED
     assert _serving(world) == {"iris-v2": 100}
 
