@@ -24,7 +24,6 @@ from mlpilot.errors import Conflict, InvalidArgument, MlpilotError, NotFound
 from mlpilot.records import (
     ArtifactKind,
     ArtifactRef,
-    Deployment,
     DeploymentSpec,
     Event,
     Rollout,
@@ -260,11 +259,13 @@ class RolloutService:
             if not r.active:
                 return changed
             if r.phase.terminal:
-                self._ensure(r)
+                if not self._ensure(r):
+                    return changed  # the split could not be applied yet: stay active, the next tick retries
                 self._finish(r)
                 return self.store.update_rollout(r, expect_revision=r.revision, actor=ACTOR, action=None, settle=True)
             if r.phase is RolloutPhase.PROMOTING:
-                self._ensure(r)
+                if not self._ensure(r):
+                    return changed
                 self._on_promoted(r)
                 ctx = policy.Context(r, now)
                 record: dict[str, Any] = {}
@@ -414,12 +415,13 @@ class RolloutService:
 
     # ------------------------------------------------------------------------------------------ effects
 
-    def _ensure(self, r: Rollout) -> Deployment | None:
-        """Make the deployment's variants and split match the rollout's state (idempotent)."""
+    def _ensure(self, r: Rollout) -> bool:
+        """Make the deployment's variants and split match the rollout's state (idempotent). False when the change
+        could not be applied now (a concurrent change, a store error): the caller retries at the next tick."""
         try:
             dep = self.store.get_deployment(r.deployment)
         except NotFound:
-            return None
+            return True  # the deployment is gone: nothing to match
         want = policy.desired_traffic(r)
         variants = [v for v in dep.spec.variants if v.name not in want.remove]
         have = {v.name for v in variants}
@@ -436,7 +438,7 @@ class RolloutService:
             and weights == dict(dep.spec.traffic)
             and shadows == list(dep.spec.shadows)
         ):
-            return dep
+            return True
         spec = DeploymentSpec.model_validate(
             {
                 **dep.spec.model_dump(),
@@ -446,12 +448,13 @@ class RolloutService:
             }
         )
         try:
-            return self.deployments.apply(r.deployment, spec, ACTOR, expect_revision=dep.revision)
+            self.deployments.apply(r.deployment, spec, ACTOR, expect_revision=dep.revision)
+            return True
         except Conflict:
-            return None  # someone changed it meanwhile; the next tick reconciles again
+            return False  # someone changed it meanwhile; the next tick reconciles again
         except MlpilotError as exc:
             log.warning("rollout %s: cannot apply traffic to %s: %s", r.id, r.deployment, exc.message)
-            return None
+            return False
 
     def _on_promoted(self, r: Rollout) -> None:
         """Promotion's side effects (idempotent): the alias moves, the release goes live with its reference."""

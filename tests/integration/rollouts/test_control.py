@@ -223,3 +223,27 @@ def test_a_live_release_is_rolled_back_as_one_unit(world: World) -> None:
         svc.rollback_release("iris", "ops", to=1)
     with pytest.raises(NotFound, match="has no release 7"):
         svc.rollback_release("iris", "ops", to=7)
+
+
+def test_a_rollout_settles_only_once_its_split_is_applied(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A concurrent deployment change makes the rollback's traffic change fail once: the rollout stays active (in its
+    final phase) and the next tick applies the split, then settles."""
+    svc = world.platform.rollouts
+    r = svc.start("iris", RolloutSpec.model_validate(_canary()), "tester")
+    real_apply = world.platform.deployments.apply
+    calls = {"n": 0}
+
+    def racing_apply(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Conflict("deployment 'iris' changed meanwhile")
+        return real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(world.platform.deployments, "apply", racing_apply)
+    r = svc.abort(r.id, "tester")
+    assert (r.phase, r.active) == (RolloutPhase.ABORTED, True)
+    assert world.platform.store.get_deployment("iris").spec.traffic["iris-v2"] == 10  # not applied yet
+    svc.tick()
+    r = svc.get(r.id)
+    assert (r.phase, r.active) == (RolloutPhase.ABORTED, False)
+    assert world.platform.store.get_deployment("iris").spec.traffic == {"iris-v1": 100}
