@@ -56,7 +56,7 @@ def test_prompts_are_versioned_validated_and_rendered(home: Path) -> None:
             {"role": "system", "content": "You support mlpilot. Answer in English."},
             {"role": "user", "content": "How do I roll back?"},
         ]
-        with pytest.raises(InvalidArgument, match="missing value for variable.*question"):
+        with pytest.raises(InvalidArgument, match=r"missing value for variable.*question"):
             c.render_prompt("support:1", {"product": "mlpilot"})
         c.set_alias("support", "production", 1)
         v2 = c.register_prompt("support", {**SUPPORT, "config": {**SUPPORT["config"], "temperature": 0.0}})
@@ -87,9 +87,9 @@ def test_tools_are_validated_and_called(home: Path) -> None:
         assert v.metadata["tool"]["required"] == ["a", "b"] and v.metadata["tool"]["implementation"] == "python"
         result = c.call_tool("add", {"a": 2, "b": 3.5})
         assert not result.is_error and result.structured_content == {"sum": 5.5}
-        with pytest.raises(InvalidArgument, match="arguments.b is a required property"):
+        with pytest.raises(InvalidArgument, match=r"arguments\.b is a required property"):
             c.call_tool("add", {"a": 2})
-        with pytest.raises(InvalidArgument, match='inputSchema.type must be "object"'):
+        with pytest.raises(InvalidArgument, match=r'inputSchema\.type must be "object"'):
             c.register_tool("add", {**spec, "inputSchema": {"type": "array"}})
         assert [x.version for x in c.list_versions("add")] == [1]
         with pytest.raises(NotFound):
