@@ -121,8 +121,6 @@ class RolloutService:
             requested = model if ArtifactRef.parse(model).version is None else None
             variants.append(VariantSpec(name=name, model=model, requested=requested))
         pinned = self.deployments.pin_candidates(deployment, variants)
-        if spec.strategy is RolloutStrategy.BANDIT and not spec.arms and len(pinned) < 1:
-            raise InvalidArgument("a bandit needs at least one candidate arm")
         now = self.clock.now()
         rollout = Rollout(
             id=0,
