@@ -31,6 +31,7 @@ CONTROL_PLANE = {
     "monitors",
     "rollouts",
     "incidents",
+    "__main__",
 }
 
 

@@ -107,3 +107,19 @@ def test_cli_unreachable_server(tmp_path: Path) -> None:
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     r = run_cli("deploy", home=tmp_path, check=False)
     assert r.returncode == 2 and "Missing argument" in r.stderr
+
+
+def test_python_dash_m_mlpilot_is_the_same_command(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import mlpilot
+
+    env = {**os.environ, "MLPILOT_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-m", "mlpilot", "--version"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"mlpilot {mlpilot.__version__}"
+    bad = subprocess.run(
+        [sys.executable, "-m", "mlpilot", "rollout", "status", "ghost"], env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "no deployment named 'ghost'" in bad.stderr
