@@ -41,20 +41,6 @@ log = logging.getLogger("mlpilot.rollouts")
 ACTOR = "mlpilot-rollouts"
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    if isinstance(x, (datetime, timedelta)):
-        return str(x)
-    return x
-
-
 class RolloutService:
     def __init__(
         self,
@@ -297,7 +283,7 @@ class RolloutService:
         if d.action == "promote" and r.spec.strategy is RolloutStrategy.BANDIT and "winner" not in state:
             state["winner"] = self._best_arm(r)
         update["state"] = state
-        decision = _jsonable(
+        decision = analyses.json_safe(
             {
                 "action": d.action,
                 "reason": d.reason,
@@ -307,7 +293,7 @@ class RolloutService:
             }
         )
         if d.action == "reweight":
-            decision["bandit"] = _jsonable(state["bandit"])
+            decision["bandit"] = analyses.json_safe(state["bandit"])
         update["last_decision"] = decision
         new = r.model_copy(update=update)
         decision["traffic"] = policy.desired_traffic(new).weights

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mlpilot.clock import Clock
 from mlpilot.errors import Conflict, NotFound
 from mlpilot.records import Alert, Monitor, MonitorResult, MonitorSpec, MonitorStatus, SLODefinition, SLOSpec
 from mlpilot.store import tables as t
-
-
-def _utc(ts: datetime | None) -> datetime | None:
-    if ts is None:
-        return None
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+from mlpilot.store.mixin import StoreMixin, utc
 
 
 def _monitor(row: Any) -> Monitor:
@@ -27,10 +20,10 @@ def _monitor(row: Any) -> Monitor:
         name=row.name,
         deployment=row.deployment,
         spec=MonitorSpec.model_validate(row.spec["spec"]),
-        created_at=_utc(row.created_at),
+        created_at=utc(row.created_at),
         created_by=row.created_by,
-        next_run=_utc(row.next_run),
-        last_run=_utc(row.last_run),
+        next_run=utc(row.next_run),
+        last_run=utc(row.last_run),
         last_status=row.last_status,
     )
 
@@ -42,38 +35,16 @@ def _alert(row: Any) -> Alert:
         slo=row.slo,
         severity=row.severity,
         status=row.status,
-        fired_at=_utc(row.fired_at),
-        updated_at=_utc(row.updated_at),
-        resolved_at=_utc(row.resolved_at),
+        fired_at=utc(row.fired_at),
+        updated_at=utc(row.updated_at),
+        resolved_at=utc(row.resolved_at),
         summary=row.summary,
         detail=row.detail or {},
     )
 
 
-class MonitoringMixin:
+class MonitoringMixin(StoreMixin):
     """Mixed into :class:`~mlpilot.store.Store`; uses its transaction helpers."""
-
-    clock: Clock
-
-    def _write(self) -> contextlib.AbstractContextManager[Connection]:  # provided by Store
-        raise NotImplementedError
-
-    def _read(self) -> contextlib.AbstractContextManager[Connection]:  # provided by Store
-        raise NotImplementedError
-
-    def _lock(self, stmt: sa.Select[Any]) -> sa.Select[Any]:  # provided by Store
-        raise NotImplementedError
-
-    def _event(
-        self,
-        conn: Connection,
-        actor: str,
-        action: str,
-        subject: str,
-        before: Mapping[str, Any] | None,
-        after: Mapping[str, Any] | None,
-    ) -> None:
-        raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ monitors
 
@@ -259,9 +230,9 @@ class MonitoringMixin:
                 id=row.id,
                 deployment=deployment,
                 monitor=name,
-                ts=_utc(row.ts),
-                window_start=_utc(row.window_start),
-                window_end=_utc(row.window_end),
+                ts=utc(row.ts),
+                window_start=utc(row.window_start),
+                window_end=utc(row.window_end),
                 rows=row.rows,
                 status=MonitorStatus(row.status),
                 value=row.value,
@@ -285,7 +256,7 @@ class MonitoringMixin:
             name=row.name,
             deployment=row.deployment,
             spec=SLOSpec.model_validate(row.spec["spec"]),
-            created_at=_utc(row.created_at),
+            created_at=utc(row.created_at),
             created_by=row.created_by,
         )
 

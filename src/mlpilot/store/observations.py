@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -10,36 +9,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mlpilot.clock import Clock
 from mlpilot.store import tables as t
+from mlpilot.store.mixin import StoreMixin, utc
 from mlpilot.telemetry.reqlog import Segment
 
 
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
-
-
-class ObservationsMixin:
+class ObservationsMixin(StoreMixin):
     """Mixed into :class:`~mlpilot.store.Store`; uses its transaction helpers."""
-
-    clock: Clock
-
-    def _write(self) -> contextlib.AbstractContextManager[Connection]:  # provided by Store
-        raise NotImplementedError
-
-    def _read(self) -> contextlib.AbstractContextManager[Connection]:  # provided by Store
-        raise NotImplementedError
-
-    def _event(
-        self,
-        conn: Connection,
-        actor: str,
-        action: str,
-        subject: str,
-        before: Mapping[str, Any] | None,
-        after: Mapping[str, Any] | None,
-    ) -> None:
-        raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ log segments
 
@@ -119,7 +95,7 @@ class ObservationsMixin:
         with self._read() as conn:
             rows = conn.execute(stmt.order_by(s.c.min_ts)).all()
         return [
-            {"path": r.path, "rows": r.rows, "bytes": r.bytes, "min_ts": _utc(r.min_ts), "max_ts": _utc(r.max_ts)}
+            {"path": r.path, "rows": r.rows, "bytes": r.bytes, "min_ts": utc(r.min_ts), "max_ts": utc(r.max_ts)}
             for r in rows
         ]
 
@@ -211,8 +187,8 @@ class ObservationsMixin:
                 "row": r.row,
                 "kind": r.kind,
                 "value": r.value,
-                "ts": _utc(r.ts),
-                "received_at": _utc(r.received_at),
+                "ts": utc(r.ts),
+                "received_at": utc(r.received_at),
             }
             for r in rows
         ]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mlpilot.clock import Clock
 from mlpilot.errors import Conflict, NotFound
 from mlpilot.records import Release, Rollout, RolloutPhase, RolloutSpec
 from mlpilot.store import tables as t
+from mlpilot.store.mixin import StoreMixin, utc
 
 # Fields of a Rollout kept in the ``state`` JSON column (the rest have their own columns).
 _STATE_FIELDS = (
@@ -29,12 +27,6 @@ _STATE_FIELDS = (
 )
 
 
-def _utc(ts: datetime | None) -> datetime | None:
-    if ts is None:
-        return None
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
-
-
 def _rollout(row: Any) -> Rollout:
     state = dict(row.state)
     return Rollout(
@@ -44,9 +36,9 @@ def _rollout(row: Any) -> Rollout:
         phase=RolloutPhase(row.phase),
         step=row.step,
         revision=row.revision,
-        started_at=_utc(row.started_at),
-        updated_at=_utc(row.updated_at),
-        finished_at=_utc(row.finished_at),
+        started_at=utc(row.started_at),
+        updated_at=utc(row.updated_at),
+        finished_at=utc(row.finished_at),
         created_by=row.created_by,
         active=row.active_key is not None,
         **{k: state[k] for k in _STATE_FIELDS if k in state},
@@ -64,35 +56,13 @@ def _release(row: Any) -> Release:
         artifacts=dict(row.artifacts),
         status=row.status,
         rollout_id=row.rollout_id,
-        created_at=_utc(row.created_at),
+        created_at=utc(row.created_at),
         created_by=row.created_by,
     )
 
 
-class RolloutsMixin:
+class RolloutsMixin(StoreMixin):
     """Mixed into :class:`~mlpilot.store.Store`; uses its transaction helpers."""
-
-    clock: Clock
-
-    def _write(self) -> contextlib.AbstractContextManager[Connection]:  # provided by Store
-        raise NotImplementedError
-
-    def _read(self) -> contextlib.AbstractContextManager[Connection]:  # provided by Store
-        raise NotImplementedError
-
-    def _lock(self, stmt: sa.Select[Any]) -> sa.Select[Any]:  # provided by Store
-        raise NotImplementedError
-
-    def _event(
-        self,
-        conn: Connection,
-        actor: str,
-        action: str,
-        subject: str,
-        before: Mapping[str, Any] | None,
-        after: Mapping[str, Any] | None,
-    ) -> None:
-        raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ rollouts
 

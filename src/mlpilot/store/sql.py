@@ -38,8 +38,9 @@ from mlpilot.records import (
     Event,
 )
 from mlpilot.store import tables as t
+from mlpilot.store.mixin import utc
 from mlpilot.store.monitoring import MonitoringMixin
-from mlpilot.store.observations import ObservationsMixin, _utc
+from mlpilot.store.observations import ObservationsMixin
 from mlpilot.store.rollouts import RolloutsMixin
 
 SNAPSHOT_COUNTER = "routing_snapshot"
@@ -320,7 +321,7 @@ class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin):
             unsafe=row.unsafe,
             aliases=list(alias_names),
             bindings={role: f"{n}:{v}" for role, n, v in bound},
-            created_at=_utc(row.created_at),
+            created_at=utc(row.created_at),
             created_by=row.created_by,
         )
 
@@ -352,7 +353,7 @@ class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin):
         return Artifact(
             name=row.name,
             kind=ArtifactKind(row.kind),
-            created_at=_utc(row.created_at),
+            created_at=utc(row.created_at),
             created_by=row.created_by,
             latest_version=row.last_version or None,
             aliases={a: v for a, v in alias_rows},
@@ -472,7 +473,7 @@ class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin):
                     name=name,
                     alias=r.alias,
                     version=r.version,
-                    updated_at=_utc(r.updated_at),
+                    updated_at=utc(r.updated_at),
                     updated_by=r.updated_by,
                 )
                 for r in rows
@@ -534,7 +535,7 @@ class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin):
             return [
                 Event(
                     id=r.id,
-                    ts=_utc(r.ts),
+                    ts=utc(r.ts),
                     actor=r.actor,
                     action=r.action,
                     subject=r.subject,
@@ -551,8 +552,8 @@ class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin):
             name=row.name,
             revision=row.revision,
             spec=DeploymentSpec.model_validate(row.spec["spec"]),
-            created_at=_utc(row.created_at),
-            updated_at=_utc(row.updated_at),
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
             updated_by=row.updated_by,
             snapshot_version=row.snapshot_version,
         )
