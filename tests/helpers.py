@@ -77,3 +77,44 @@ def run_cli(
             f"mlpilot {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+class FakeLLMProcess:
+    """``python -m mlpilot.testing.fake_llm`` in a subprocess (a real OpenAI-compatible HTTP server), stopped by PID."""
+
+    def __init__(self, port: int | None = None, token_delay_ms: float = 0.0) -> None:
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        cmd = [sys.executable, "-m", "mlpilot.testing.fake_llm", "--port", str(self.port)]
+        self.proc = subprocess.Popen([*cmd, "--token-delay-ms", str(token_delay_ms)])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("the fake LLM server exited early")
+            try:
+                if httpx.get(f"{self.base_url}/models", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("the fake LLM server did not start in 20 s")
+
+    def seen(self) -> list[dict[str, object]]:
+        """The request bodies the server received, oldest first (its last 100)."""
+        return list(httpx.get(f"{self.base_url}/_seen", timeout=5).json())
+
+    def seen_system(self) -> str:
+        """The system message of the last chat request it received."""
+        chats = [b for b in self.seen() if "messages" in b]
+        messages = chats[-1]["messages"] if chats else []
+        assert isinstance(messages, list)
+        return " ".join(str(m.get("content")) for m in messages if m.get("role") == "system")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)

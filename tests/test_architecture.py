@@ -25,6 +25,7 @@ CONTROL_PLANE = {
     "client",
     "server",
     "demo",
+    "demo_llm",
     "testing",
     "records",
     "settings",

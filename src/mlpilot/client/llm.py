@@ -115,3 +115,20 @@ class LLMArtifacts:
         from mlpilot.llm.tools import call_tool
 
         return call_tool(self.load_tool(ref), arguments, timeout_s=timeout_s)
+
+    # ------------------------------------------------------------------------------------------ apps
+
+    def register_app(
+        self,
+        name: str,
+        source: str | Path | Mapping[str, Any],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        parents: Sequence[str] = (),
+    ) -> ArtifactVersion:
+        """Register an LLM app (a ``.json``/``.yaml`` file or a dict: ``prompt``, ``retriever``, ``generator``,
+        ``tools``, ``parameters`` — see :mod:`mlpilot.llm.apps`) as the next version of ``name``. Every artifact it
+        names must exist. Deploy it like a model (``deploy(deployment, "NAME:VERSION")``); it answers the OpenAI
+        API at ``/v1``."""
+        return self._register_document(name, ArtifactKind.APP, source, metadata, tags, parents)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from mlpilot.errors import InvalidArgument, NotFound, SignatureError
 from mlpilot.protocol.signature import Signature
@@ -28,6 +29,7 @@ from mlpilot.records import (
     VariantSpec,
     check_name,
 )
+from mlpilot.runtimes.app import APP_FLAVOR
 from mlpilot.serving.snapshot import DeploymentRoute, ModelBinding, RoutingSnapshot, VariantRoute
 from mlpilot.store import Store
 
@@ -54,11 +56,19 @@ class Deployments:
                 mv = self.store.get_version(ref)
             except NotFound as exc:
                 raise NotFound(f"variant {v.name!r}: {exc.message}") from exc
-            if mv.kind is not ArtifactKind.MODEL:
-                raise InvalidArgument(f"variant {v.name!r}: {mv.ref} is a {mv.kind.value}, not a model")
+            if mv.kind not in (ArtifactKind.MODEL, ArtifactKind.APP):
+                raise InvalidArgument(f"variant {v.name!r}: {mv.ref} is a {mv.kind.value}, not a model or an app")
+            if mv.kind is ArtifactKind.APP:
+                self._bindings(mv)  # every artifact the app binds must exist now (NotFound/InvalidArgument)
             versions[v.name] = mv
             requested = v.requested or (str(ref) if ref.version is None else None)
             pinned.append(v.model_copy(update={"model": mv.ref, "requested": requested}))
+        kinds = {mv.kind for mv in versions.values()}
+        if len(kinds) > 1:
+            raise InvalidArgument(
+                "a deployment serves either models or LLM apps, not both: "
+                + ", ".join(f"{name} is a {mv.kind.value}" for name, mv in versions.items())
+            )
         self._check_signatures(spec, versions)
         return spec.model_copy(update={"variants": pinned}), versions
 
@@ -215,6 +225,47 @@ class Deployments:
             if self.store.snapshot_version() == version:  # no write slipped in between: consistent
                 return RoutingSnapshot(version=version, deployments=routes)
 
+    def _bindings(self, app: ArtifactVersion) -> dict[str, Any]:
+        """Resolve what an app version binds (prompt, index, tools) to versions and digests, now.
+
+        Raises:
+            NotFound: a bound artifact or alias does not exist. InvalidArgument: it is of the wrong kind.
+        """
+        refs = app.metadata.get("app") or {}
+
+        def bind(ref: str, kind: ArtifactKind, what: str) -> dict[str, Any]:
+            try:
+                v = self.store.get_version(ArtifactRef.parse(ref))
+            except NotFound as exc:
+                raise NotFound(f"app {app.ref}: its {what} {ref}: {exc.message}") from exc
+            if v.kind is not kind:
+                raise InvalidArgument(f"app {app.ref}: its {what} {ref} is a {v.kind.value}, not a {kind.value}")
+            return {"ref": str(v.ref), "requested": ref, "digest": v.digest}
+
+        retriever = refs.get("retriever") or {}
+        return {
+            "prompt": bind(refs["prompt"], ArtifactKind.PROMPT, "prompt") if refs.get("prompt") else None,
+            "index": bind(retriever["index"], ArtifactKind.INDEX, "index") if retriever.get("index") else None,
+            "tools": [bind(r, ArtifactKind.TOOL, "tool") for r in refs.get("tools") or []],
+        }
+
+    def _binding(self, mv: ArtifactVersion) -> ModelBinding:
+        if mv.kind is not ArtifactKind.APP:
+            return ModelBinding(
+                name=mv.name,
+                version=mv.version,
+                digest=mv.digest,
+                flavor=mv.flavor or "",
+                flavor_metadata=mv.metadata.get("flavor", {}),
+                signature=mv.signature,
+            )
+        meta: dict[str, Any] = {"app": mv.metadata.get("app") or {}}
+        try:
+            meta["bindings"] = self._bindings(mv)
+        except (NotFound, InvalidArgument) as exc:  # e.g. an alias deleted since: this app cannot load
+            meta["error"] = exc.message
+        return ModelBinding(name=mv.name, version=mv.version, digest=mv.digest, flavor=APP_FLAVOR, flavor_metadata=meta)
+
     def _route(self, d: Deployment) -> DeploymentRoute:
         variants = []
         for v in d.spec.variants:
@@ -223,14 +274,7 @@ class Deployments:
             variants.append(
                 VariantRoute(
                     name=v.name,
-                    model=ModelBinding(
-                        name=mv.name,
-                        version=mv.version,
-                        digest=mv.digest,
-                        flavor=mv.flavor or "",
-                        flavor_metadata=mv.metadata.get("flavor", {}),
-                        signature=mv.signature,
-                    ),
+                    model=self._binding(mv),
                     max_batch_size=batching.max_batch_size if batching else 1,
                     max_wait_ms=batching.max_wait_ms if batching else 0.0,
                     replicas=v.runtime.replicas,

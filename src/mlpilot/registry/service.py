@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from mlpilot.blobs import BlobStore
-from mlpilot.errors import InvalidArgument, SignatureError
+from mlpilot.errors import InvalidArgument, NotFound, SignatureError
 from mlpilot.flavors import get_flavor, sniff_file
 from mlpilot.flavors.base import LoadedModel, reason
 from mlpilot.protocol.signature import Signature, infer_signature
@@ -223,6 +223,13 @@ class Registry:
             from mlpilot.llm.tools import validate_tool_file
 
             metadata = {**validate_tool_file(path), **(metadata or {})}
+        elif kind is ArtifactKind.APP:
+            from mlpilot.llm.apps import validate_app_file
+
+            metadata = {**validate_app_file(path), **(metadata or {})}
+            self._check_app_refs(metadata["app"])
+        elif kind is ArtifactKind.INDEX:
+            raise InvalidArgument("register an index with register_index (a built index directory) or build_index")
         digest, size = self.blobs.put_file(path)
         return self.store.create_version(
             name=name,
@@ -235,6 +242,21 @@ class Registry:
             parents=parents,
             tags=tags,
         )
+
+    def _check_app_refs(self, app: Mapping[str, Any]) -> None:
+        """Every artifact an app names must exist with the right kind when the app is registered."""
+        retriever = app.get("retriever") or {}
+        wanted = [(app.get("prompt"), ArtifactKind.PROMPT), (retriever.get("index"), ArtifactKind.INDEX)]
+        wanted += [(ref, ArtifactKind.TOOL) for ref in app.get("tools") or []]
+        for ref, kind in wanted:
+            if not ref:
+                continue
+            try:
+                v = self.store.get_version(ArtifactRef.parse(ref))
+            except NotFound as exc:
+                raise NotFound(f"the app's {kind.value} {ref}: {exc.message}") from exc
+            if v.kind is not kind:
+                raise InvalidArgument(f"the app's {kind.value} {ref} is a {v.kind.value}, not a {kind.value}")
 
     def scratch_dir(self) -> Path:
         """A fresh directory for an upload being validated (the caller removes it)."""

@@ -20,9 +20,10 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from mlpilot.blobs import BlobStore
 from mlpilot.errors import InvalidArgument, MlpilotError, NotFound, Unavailable
 from mlpilot.protocol.signature import Signature
 from mlpilot.runtimes import BatchingRuntime, FlavorRuntime, Runtime
+from mlpilot.runtimes.app import APP_FLAVOR, AppRuntime
 from mlpilot.serving.codec import DecodedRequest
 from mlpilot.serving.metrics import Metrics, VariantMetrics
 from mlpilot.serving.router import SplitTable
@@ -138,8 +140,12 @@ class DataPlane:
         shadow_executor: Executor | None = None,
         shadow_limit: int = 64,
         unload_grace_s: float = 5.0,
+        cache_dir: Path | None = None,
+        llm_prices: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         self.blobs = blobs
+        self.cache_dir = cache_dir if cache_dir is not None else blobs.root.parent / "cache"
+        self.llm_prices = dict(llm_prices or {})
         self.metrics = metrics or Metrics()
         self.sink = sink or RecentRecords()
         self.durable = durable
@@ -218,6 +224,17 @@ class DataPlane:
         )
 
     async def _load_variant(self, deployment: str, v: VariantRoute, key: tuple[Any, ...]) -> LoadedVariant:
+        if v.model.flavor == APP_FLAVOR:
+            app = AppRuntime(self.blobs, v.model.flavor_metadata, self._executor, self.cache_dir / "indexes")
+            await app.load()
+            return LoadedVariant(
+                route=v,
+                runtime=app,
+                validator=InputValidator(None),
+                metrics=self.metrics.variant(deployment, v.name),
+                key=key,
+                signature=None,
+            )
         sig = Signature.from_dict(v.model.signature) if v.model.signature else None
         runtime: Runtime = FlavorRuntime(
             self.blobs,
@@ -304,6 +321,15 @@ class DataPlane:
         if vname is None:
             raise NotFound(f"model {name!r} has no version {version!r}; it serves {sorted(set(d.by_version))}")
         return d.variants[vname]
+
+    def apps(self) -> list[tuple[str, str]]:
+        """``(deployment, kind)`` of every deployment that serves an LLM app (``kind``: chat or embeddings)."""
+        out = []
+        for name, d in sorted(self._deployments.items()):
+            runtime = next(iter(d.variants.values())).runtime if d.variants else None
+            if isinstance(runtime, AppRuntime):
+                out.append((name, runtime.kind))
+        return out
 
     def model_ready(self, name: str, version: str | None) -> bool:
         d = self.deployment(name)

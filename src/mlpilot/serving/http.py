@@ -1,6 +1,7 @@
 """Open Inference Protocol v2 over HTTP: a raw ASGI app (no framework on the hot path), orjson, pure ASGI.
 
-Paths it owns: ``/v2…`` and ``/metrics``; everything else goes to ``fallback`` (the control API, the dashboard).
+Paths it owns: ``/v2…``, the OpenAI API ``/v1…`` (``serving/openai.py``) and ``/metrics``; everything else goes
+to ``fallback`` (the control API, the dashboard).
 Errors are ``{"error": "…"}`` with the status of the error's kind; every response carries ``x-request-id``.
 """
 
@@ -17,6 +18,7 @@ import orjson
 from mlpilot.errors import HTTP_STATUS, InvalidArgument, MlpilotError, NotFound
 from mlpilot.serving.codec import HEADER, decode_request, encode_response
 from mlpilot.serving.dataplane import DataPlane
+from mlpilot.serving.openai import OpenAIEdge, error_body, sse
 from mlpilot.serving.tracing import RequestTracer
 
 log = logging.getLogger("mlpilot.serving")
@@ -31,6 +33,10 @@ _OCTET = b"application/octet-stream"
 
 
 class PayloadTooLarge(InvalidArgument):
+    pass
+
+
+class MethodNotAllowed(InvalidArgument):
     pass
 
 
@@ -59,6 +65,7 @@ class InferenceApp:
     ) -> None:
         self.dp = dataplane
         self.tracer = tracer
+        self.openai = OpenAIEdge(dataplane, tracer)
         self.fallback = fallback
         self.max_body = max_body_bytes
         self._server_meta = orjson.dumps(
@@ -77,6 +84,8 @@ class InferenceApp:
         path: str = scope["path"]
         if path.startswith("/v2"):
             await self._v2(scope, receive, send, path)
+        elif path.startswith("/v1/") or path == "/v1":
+            await self._v1(scope, receive, send, path)
         elif path == "/metrics":
             body, ctype = self.dp.metrics.render()
             await _respond(send, 200, body, ctype.encode(), None)
@@ -112,6 +121,77 @@ class InferenceApp:
             log.exception("unexpected error on %s", path)
             self.dp.metrics.unmatched["internal"].inc()
             await _respond(send, 500, b'{"error":"internal error; this is a bug"}', _JSON, request_id)
+
+    async def _v1(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """The OpenAI API (``serving/openai.py``); errors in OpenAI's shape."""
+        t0 = time.perf_counter()
+        request_id = _header(scope, b"x-request-id") or _new_id()
+        method = scope["method"]
+        route = path.rstrip("/")
+        started = False
+
+        async def respond(status: int, body: bytes, ctype: bytes, extra: list[tuple[bytes, bytes]] | None) -> None:
+            nonlocal started
+            started = True
+            await _respond(send, status, body, ctype, request_id, extra)
+
+        async def stream_out(extra: list[tuple[bytes, bytes]]) -> tuple[Any, Any]:
+            nonlocal started
+            started = True
+            headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                       (b"x-request-id", request_id.encode()), *extra]  # fmt: skip
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+            async def event(data: Any) -> None:
+                await send({"type": "http.response.body", "body": sse(data), "more_body": True})
+
+            async def close() -> None:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+            return event, close
+
+        def sticky(header: str | None) -> str | None:
+            return _header(scope, header.lower().encode()) if header else None
+
+        inflight = self.dp.metrics.inflight
+        inflight.inc()
+        try:
+            if method == "GET" and route == "/v1/models":
+                await respond(200, self.openai.models(), _JSON, None)
+            elif method == "GET" and route.startswith("/v1/models/"):
+                await respond(200, self.openai.model(route.removeprefix("/v1/models/")), _JSON, None)
+            elif method == "POST" and route in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+                body = await self._read_body(scope, receive)
+                if route == "/v1/embeddings":
+                    await self.openai.embeddings(body, request_id, sticky, respond, t0)
+                elif route == "/v1/chat/completions":
+                    await self.openai.chat(body, request_id, sticky, respond, stream_out, t0)
+                else:
+                    await self.openai.completion(body, request_id, sticky, respond, stream_out, t0)
+            elif route in ("/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings") or (
+                route.startswith("/v1/models/")
+            ):
+                raise MethodNotAllowed(f"{method} is not allowed on {path}")
+            else:
+                raise NotFound(f"no such endpoint: {path}; the OpenAI API here serves /v1/models, "
+                               "/v1/chat/completions, /v1/completions and /v1/embeddings")  # fmt: skip
+        except MlpilotError as exc:
+            if started:
+                log.warning("error after the response started on %s: %s", path, exc.message)
+                return
+            status = 413 if isinstance(exc, PayloadTooLarge) else 405 if isinstance(exc, MethodNotAllowed) else (
+                HTTP_STATUS[exc.kind])  # fmt: skip
+            reason = "not_found" if status == 404 else "too_large" if status == 413 else "bad_request"
+            self.dp.metrics.unmatched["internal" if status >= 500 else reason].inc()
+            param = (exc.detail or {}).get("param") if isinstance(exc.detail, dict) else None
+            await _respond(send, status, error_body(status, exc.message, param), _JSON, request_id)
+        except Exception:
+            log.exception("unexpected error on %s", path)
+            self.dp.metrics.unmatched["internal"].inc()
+            if not started:
+                await _respond(send, 500, error_body(500, "internal error; this is a bug"), _JSON, request_id)
+        finally:
+            inflight.dec()
 
     async def _get(self, send: Send, parts: list[str], request_id: str, path: str) -> None:
         n = len(parts)

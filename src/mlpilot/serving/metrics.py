@@ -15,7 +15,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -155,6 +155,22 @@ class Metrics:
             registry=r,
         )
         self.log_dropped = Counter("mlpilot_log_dropped", "Request-log records dropped (writer queue full)", registry=r)
+        self.llm_tokens = Counter(
+            "mlpilot_llm_tokens",
+            "LLM tokens by direction (input, output)",
+            ["deployment", "variant", "direction"],
+            registry=r,
+        )
+        self.llm_cost = Counter(
+            "mlpilot_llm_cost", "LLM cost in price-table units", ["deployment", "variant"], registry=r
+        )
+        self.llm_ttft = Histogram(
+            "mlpilot_llm_time_to_first_token_seconds",
+            "Time to the first streamed token",
+            ["deployment", "variant"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
         self.snapshot_version = Gauge("mlpilot_snapshot_version", "Routing snapshot being served", registry=r)
         self.unmatched = {
             reason: self.errors.labels(reason) for reason in ("bad_request", "not_found", "too_large", "internal")

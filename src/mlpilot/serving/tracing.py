@@ -89,12 +89,19 @@ class RequestTracer:
         )
         return root, format(root.get_span_context().trace_id, "032x")
 
-    def finish(self, root: Any, variant: str, model: str, stages: list[tuple[str, float, float]], status: str) -> None:
-        """Add a child span per stage and end the root at the last stage's end."""
+    def finish(self, root: Any, variant: str, model: str, stages: list[tuple[Any, ...]], status: str) -> None:
+        """Add a child span per stage and end the root at the last stage's end.
+
+        A stage is ``(name, t0, t1)`` or ``(name, t0, t1, attributes)`` (LLM apps' stages carry the OpenTelemetry
+        GenAI attributes: ``gen_ai.operation.name``, ``gen_ai.request.model``, ``gen_ai.usage.*_tokens`` …).
+        """
         from opentelemetry import trace
 
         root.set_attributes({"mlpilot.variant": variant, "mlpilot.model": model, "mlpilot.status": status})
         ctx = trace.set_span_in_context(root)
-        for name, t0, t1 in stages:
-            self._tracer.start_span(name, context=ctx, start_time=self._ns(t0)).end(end_time=self._ns(t1))
-        root.end(end_time=self._ns(stages[-1][2]))
+        for stage in stages:
+            name, t0, t1 = stage[0], stage[1], stage[2]
+            attrs = {k: v for k, v in (stage[3] if len(stage) > 3 else {}).items() if v is not None}
+            span = self._tracer.start_span(name, context=ctx, start_time=self._ns(t0), attributes=attrs or None)
+            span.end(end_time=self._ns(t1))
+        root.end(end_time=self._ns(max(s[2] for s in stages)))

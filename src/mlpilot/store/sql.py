@@ -44,6 +44,9 @@ from mlpilot.store.observations import ObservationsMixin
 from mlpilot.store.rollouts import RolloutsMixin
 
 SNAPSHOT_COUNTER = "routing_snapshot"
+#: Kinds that LLM apps bind live (by alias or latest version): moving one of their aliases, or adding a version,
+#: changes what a deployed app uses, so it bumps the routing-snapshot counter (docs/architecture.md, refinement 11).
+LIVE_BOUND_KINDS = frozenset({"prompt", "index", "tool"})
 
 
 def create_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
@@ -242,6 +245,8 @@ class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin):
             vid = res.scalar_one()
             for pid in dict.fromkeys(parent_ids):
                 conn.execute(t.lineage.insert().values(child_id=vid, parent_id=pid))
+            if kind.value in LIVE_BOUND_KINDS:  # an app bound to the bare name follows the latest version
+                self._bump(conn, SNAPSHOT_COUNTER)
             self._event(
                 conn,
                 actor,
@@ -434,6 +439,8 @@ class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin):
                     .where(t.aliases.c.artifact_id == art.id, t.aliases.c.alias == alias)
                     .values(version_id=target.id, updated_at=now, updated_by=actor)
                 )
+            if art.kind in LIVE_BOUND_KINDS:  # apps bind these by alias: their data planes must recompile
+                self._bump(conn, SNAPSHOT_COUNTER)
             self._event(
                 conn,
                 actor,
@@ -456,6 +463,8 @@ class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin):
             if cur is None:
                 raise NotFound(f"artifact {name!r} has no alias {alias!r}")
             conn.execute(t.aliases.delete().where(t.aliases.c.artifact_id == art.id, t.aliases.c.alias == alias))
+            if art.kind in LIVE_BOUND_KINDS:
+                self._bump(conn, SNAPSHOT_COUNTER)
             self._event(conn, actor, "alias.deleted", f"artifact:{name}@{alias}", {"version": cur.version}, None)
 
     def list_aliases(self, name: str) -> list[Alias]:
