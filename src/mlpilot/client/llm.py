@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,6 +14,7 @@ from mlpilot.errors import InvalidArgument
 from mlpilot.records import ArtifactKind, ArtifactVersion
 
 if TYPE_CHECKING:
+    from mlpilot.llm.evals import EvalRun
     from mlpilot.llm.prompts import Prompt
     from mlpilot.llm.tools import ToolResult, ToolSpec
 
@@ -132,3 +135,195 @@ class LLMArtifacts:
         names must exist. Deploy it like a model (``deploy(deployment, "NAME:VERSION")``); it answers the OpenAI
         API at ``/v1``."""
         return self._register_document(name, ArtifactKind.APP, source, metadata, tags, parents)
+
+    def app_pipeline(self, ref: str) -> AppSession:
+        """Assemble app version ``ref`` here (this process) from the versions its references resolve to now: its
+        prompt, index and tools, its embedder and generator — what ``mlpilot eval`` runs. Use it as a context
+        manager (it closes the models and removes the unpacked index)."""
+        from mlpilot.llm.apps import parse_app
+        from mlpilot.runtimes.app import build_pipeline
+
+        version, data = self._document(ref, ArtifactKind.APP)
+        spec = parse_app(data, source=version.ref)
+        bindings: dict[str, Any] = {"tools": []}
+        paths: dict[str, Path] = {}
+
+        def bind(kind_ref: str) -> dict[str, str]:
+            v, path = self.download(kind_ref)
+            paths[v.digest] = path
+            return {"ref": v.ref, "digest": v.digest}
+
+        if spec.prompt:
+            bindings["prompt"] = bind(spec.prompt)
+        if spec.retriever:
+            bindings["index"] = bind(spec.retriever.index)
+        bindings["tools"] = [bind(t) for t in spec.tools]
+        tmp = Path(tempfile.mkdtemp(prefix="mlpilot-app-"))
+        try:
+            pipeline = build_pipeline(spec, bindings, lambda b: paths[b["digest"]], tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return AppSession(version, bindings, pipeline, tmp)
+
+    # ------------------------------------------------------------------------------------------ indexes
+
+    def register_index(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        parents: Sequence[str] = (),
+    ) -> ArtifactVersion:
+        """Register a built index (its directory, or the tar :func:`~mlpilot.llm.index.pack_index` wrote) as the
+        next version of ``name``. The server opens it before storing it; its corpus dataset becomes its parent."""
+        from mlpilot.llm.index import pack_index
+
+        source = Path(path)
+        if source.is_dir():
+            with tempfile.TemporaryDirectory(prefix="mlpilot-") as tmp:
+                packed = pack_index(source, Path(tmp) / f"{name}.tar")
+                return self.register_artifact(name, ArtifactKind.INDEX, packed.path, metadata=metadata, tags=tags,
+                                              parents=parents)  # fmt: skip
+        return self.register_artifact(name, ArtifactKind.INDEX, source, metadata=metadata, tags=tags, parents=parents)
+
+    def build_index(
+        self,
+        name: str,
+        documents: str | Path | Sequence[Mapping[str, Any]],
+        *,
+        embedder: str | Mapping[str, Any] = "all-minilm-l6-v2",
+        chunk_chars: int | None = None,
+        overlap_chars: int | None = None,
+        ann: str = "auto",
+        metadata: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> ArtifactVersion:
+        """Build a vector index from a document corpus and register it as the next version of ``name``.
+
+        Args:
+            documents: a registered dataset (``NAME:VERSION``/``NAME@ALIAS``) with ``id`` and ``text`` columns, or a
+                file (``.jsonl``, ``.json``, ``.csv``, ``.parquet``, or a folder of ``.md``/``.txt``) or rows — those
+                are registered first as dataset ``<name>-docs``, so every index version has its corpus as parent.
+            embedder: a local model name (``all-minilm-l6-v2``) or an OpenAI-compatible backend
+                (``{"base_url", "model", …}``). Its fingerprint is pinned in the index: an app that embeds queries
+                with another model refuses to load it.
+        """
+        import pandas as pd
+
+        from mlpilot.llm import index as vindex
+        from mlpilot.llm.apps import EmbedderSpec
+        from mlpilot.llm.chunking import load_documents
+        from mlpilot.runtimes.app import make_embedder
+
+        spec = EmbedderSpec.model_validate({"local": embedder} if isinstance(embedder, str) else dict(embedder))
+        corpus = str(documents) if isinstance(documents, str) and not Path(documents).exists() else None
+        if corpus is None:
+            docs = load_documents(documents)
+            frame = pd.DataFrame([{"id": d.id, "text": d.text, **d.metadata} for d in docs])
+            corpus = self.register_dataset(f"{name}-docs", frame).ref  # type: ignore[attr-defined]
+        rows = self.read_dataset(corpus).to_dict("records")  # type: ignore[attr-defined]
+        options: dict[str, Any] = {"ann": ann, "corpus_ref": corpus}
+        if chunk_chars is not None:
+            options["chunk_chars"] = chunk_chars
+        if overlap_chars is not None:
+            options["overlap_chars"] = overlap_chars
+        model = make_embedder(spec)
+        try:
+            with tempfile.TemporaryDirectory(prefix="mlpilot-index-") as tmp:
+                vindex.build_index(rows, model, Path(tmp) / "index", **options)
+                packed = vindex.pack_index(Path(tmp) / "index", Path(tmp) / f"{name}.tar")
+                return self.register_artifact(name, ArtifactKind.INDEX, packed.path, metadata=metadata, tags=tags)
+        finally:
+            close = getattr(model, "close", None)
+            if callable(close):
+                close()
+
+    # ------------------------------------------------------------------------------------------ evals
+
+    def evaluate_app(
+        self,
+        app: str,
+        dataset: str,
+        *,
+        metrics: Sequence[str] | None = None,
+        judge: Any = None,
+        concurrency: int = 1,
+        record: bool = True,
+    ) -> EvalRun:
+        """Run eval dataset ``dataset`` (rows ``id``, ``input``, ``expected``, ``relevant_ids`` — see
+        :mod:`mlpilot.llm.evals`) through app version ``app``, here, and score it. With ``record``, the summary is
+        saved on the app version as tag ``eval/<dataset NAME:VERSION>`` (JSON), which a rollout's ``eval`` gate
+        reads."""
+        from mlpilot.llm.evals import Answer, EvalCase, run_eval
+        from mlpilot.llm.pipeline import ChatRequest
+
+        data_version, _ = self.download(dataset)
+        if data_version.kind is not ArtifactKind.DATASET:
+            raise InvalidArgument(f"{data_version.ref} is a {data_version.kind.value}, not a dataset")
+        rows = [_row(r) for r in self.read_dataset(data_version.ref).to_dict("records")]  # type: ignore[attr-defined]
+
+        with self.app_pipeline(app) as session:
+
+            def answer(case: EvalCase) -> Answer:
+                variables = dict(case.input) if isinstance(case.input, dict) else {}
+                request = ChatRequest(messages=[{"role": "user", "content": case.question}], variables=variables)
+                out = session.pipeline.run(request)
+                return Answer(
+                    text=out.text,
+                    retrieved_ids=[h.doc_id for h in out.hits],
+                    contexts=[h.text for h in out.hits],
+                    input_tokens=out.input_tokens,
+                    output_tokens=out.output_tokens,
+                    cost=out.cost,
+                )
+
+            run = run_eval(rows, answer, metrics=metrics, judge=judge, concurrency=concurrency)
+            if record:
+                summary = {
+                    name: {"mean": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n, "errors": s.errors}
+                    for name, s in run.summary.items()
+                }
+                value = json.dumps({"dataset": data_version.ref, "rows": len(rows), "metrics": summary})
+                self.set_tags(session.version.ref, {f"eval/{data_version.ref}": value})  # type: ignore[attr-defined]
+        return run
+
+
+def _row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A dataset row as an eval row: list-like cells (Parquet gives numpy arrays) become lists, JSON strings in
+    ``input``/``expected``/``relevant_ids`` are decoded, missing values dropped."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if hasattr(value, "tolist"):
+            value = value.tolist()
+        if value is None or (isinstance(value, float) and value != value):
+            continue
+        if key in ("input", "expected", "relevant_ids") and isinstance(value, str) and value[:1] in "[{":
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
+        out[key] = value
+    return out
+
+
+class AppSession:
+    """An app version assembled in this process: ``pipeline`` answers :class:`~mlpilot.llm.pipeline.ChatRequest` s."""
+
+    def __init__(self, version: ArtifactVersion, bindings: dict[str, Any], pipeline: Any, tmp: Path) -> None:
+        self.version, self.bindings, self.pipeline, self._tmp = version, bindings, pipeline, tmp
+
+    def __enter__(self) -> AppSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for model in (self.pipeline.generator, self.pipeline.embedder):
+            close = getattr(model, "close", None)
+            if callable(close):
+                close()
+        for _, runner in self.pipeline.tools.values():
+            runner.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)

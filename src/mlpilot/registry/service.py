@@ -11,6 +11,7 @@ Invariants:
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -229,7 +230,10 @@ class Registry:
             metadata = {**validate_app_file(path), **(metadata or {})}
             self._check_app_refs(metadata["app"])
         elif kind is ArtifactKind.INDEX:
-            raise InvalidArgument("register an index with register_index (a built index directory) or build_index")
+            index_meta, corpus = self._check_index(path)
+            metadata = {**index_meta, **(metadata or {})}
+            if corpus and corpus not in parents:
+                parents = [*parents, corpus]  # lineage: the index points at the dataset it was built from
         digest, size = self.blobs.put_file(path)
         return self.store.create_version(
             name=name,
@@ -242,6 +246,39 @@ class Registry:
             parents=parents,
             tags=tags,
         )
+
+    def _check_index(self, path: Path) -> tuple[dict[str, Any], str | None]:
+        """A packed index (:func:`mlpilot.llm.index.pack_index`) is unpacked into scratch space and opened before
+        it is stored; what its manifest says lands in the metadata (``index``). Its corpus, if it names one, must
+        be a registered dataset."""
+        from mlpilot.llm.index import VectorIndex, unpack_index
+
+        scratch = self.scratch_dir()
+        try:
+            manifest = VectorIndex.open(unpack_index(path, scratch / "index")).manifest
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        corpus = manifest.corpus_ref
+        if corpus:
+            try:
+                version = self.store.get_version(ArtifactRef.parse(corpus))
+            except NotFound as exc:
+                raise NotFound(f"the index's corpus {corpus}: {exc.message}") from exc
+            if version.kind is not ArtifactKind.DATASET:
+                raise InvalidArgument(f"the index's corpus {corpus} is a {version.kind.value}, not a dataset")
+            corpus = version.ref
+        info = {
+            "embedding": manifest.embedding.model_dump(),
+            "corpus": corpus,
+            "metric": manifest.metric,
+            "ann": manifest.ann.kind,
+            "documents": manifest.counts.documents,
+            "chunks": manifest.counts.chunks,
+            "content_digest": manifest.content_digest,
+            "metadata_fields": manifest.metadata_fields,
+            "built_at": manifest.built_at,
+        }
+        return {"index": info}, corpus
 
     def _check_app_refs(self, app: Mapping[str, Any]) -> None:
         """Every artifact an app names must exist with the right kind when the app is registered."""
@@ -257,12 +294,27 @@ class Registry:
                 raise NotFound(f"the app's {kind.value} {ref}: {exc.message}") from exc
             if v.kind is not kind:
                 raise InvalidArgument(f"the app's {kind.value} {ref} is a {v.kind.value}, not a {kind.value}")
+            if kind is ArtifactKind.INDEX:
+                _check_embedder(app, v)
 
     def scratch_dir(self) -> Path:
         """A fresh directory for an upload being validated (the caller removes it)."""
         if self.tmp_dir is not None:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix="upload-"))
+
+
+def _check_embedder(app: Mapping[str, Any], index: ArtifactVersion) -> None:
+    """The app must embed queries with the model its index was built with (checked again, by fingerprint, when a
+    data plane loads the pair: an alias can move later)."""
+    embedder = app.get("embedder") or {"local": "all-minilm-l6-v2"}
+    wanted = embedder.get("local") or (embedder.get("backend") or embedder).get("model")
+    built = ((index.metadata.get("index") or {}).get("embedding") or {}).get("name")
+    if built and wanted and built != wanted:
+        raise InvalidArgument(
+            f"index {index.ref} was built with embedding model {built!r} but the app embeds queries with "
+            f"{wanted!r}; set the app's embedder to {built!r} or rebuild the index"
+        )
 
 
 def _filename(path: Path, flavor: str) -> str:

@@ -29,7 +29,7 @@ from mlpilot.llm.apps import AppSpec, EmbedderSpec, GeneratorSpec, parse_app
 from mlpilot.llm.pipeline import AppAnswer, AppPipeline, ChatRequest
 from mlpilot.runtimes.base import Runtime, RuntimeTags
 
-__all__ = ["APP_FLAVOR", "AppRuntime", "make_embedder", "make_generator"]
+__all__ = ["APP_FLAVOR", "AppRuntime", "build_pipeline", "make_embedder", "make_generator", "open_index"]
 
 APP_FLAVOR = "llm_app"
 
@@ -51,9 +51,21 @@ class _BackendEmbedder:
         self.backend = backend
         self.name = backend.spec.model
         self.fingerprint = f"{backend.spec.base_url}#{backend.spec.model}"
+        self._dimensions: int | None = None
+
+    @property
+    def dimensions(self) -> int:
+        """The vectors' length, learnt from the first call (one probe call if asked before any)."""
+        if self._dimensions is None:
+            self.embed(["dimensions"])
+        assert self._dimensions is not None
+        return self._dimensions
 
     def embed(self, texts: Any) -> np.ndarray:
-        return np.asarray(self.backend.embed(list(texts)), dtype=np.float32)
+        vectors = np.asarray(self.backend.embed(list(texts)), dtype=np.float32)
+        if vectors.ndim == 2 and vectors.shape[0]:
+            self._dimensions = int(vectors.shape[1])
+        return vectors
 
     def close(self) -> None:
         self.backend.close()
@@ -79,6 +91,67 @@ def make_embedder(spec: EmbedderSpec) -> Any:
 
     assert spec.backend is not None
     return _BackendEmbedder(OpenAIBackend(spec.backend))
+
+
+def build_pipeline(
+    spec: AppSpec,
+    bindings: Mapping[str, Any],
+    path_of: Callable[[Mapping[str, Any]], Path],
+    cache_dir: Path,
+    make_gen: Callable[[GeneratorSpec], Any] = make_generator,
+    make_emb: Callable[[EmbedderSpec], Any] = make_embedder,
+) -> AppPipeline:
+    """Assemble an app's pipeline from its bound artifacts. ``path_of(binding)`` gives the digest-verified file of a
+    binding (``{"ref", "digest"}``): the data plane reads its blob store, the SDK its downloads (``mlpilot eval``)."""
+    from mlpilot.llm.prompts import Prompt
+    from mlpilot.llm.tools import ToolRunner, parse_tool
+
+    prompt = None
+    if bindings.get("prompt"):
+        b = bindings["prompt"]
+        prompt = Prompt.from_dict(_document(path_of(b).read_bytes(), b["ref"]), source=b["ref"])
+    tools = {}
+    for b in bindings.get("tools") or []:
+        tool = parse_tool(path_of(b).read_bytes(), source=b["ref"])
+        tools[tool.name] = (tool, ToolRunner(tool))
+    embedder = None
+    if spec.type == "embeddings" or spec.retriever is not None:
+        embedder = make_emb(spec.embedder)
+    index = None
+    if bindings.get("index"):
+        index = open_index(bindings["index"], embedder, path_of, cache_dir)
+    generator = make_gen(spec.generator) if spec.generator is not None else None
+    count = getattr(generator, "count_tokens", None)
+    return AppPipeline(
+        spec,
+        generator=generator,
+        embedder=embedder,
+        prompt=prompt,
+        index=index,
+        tools=tools,
+        count_tokens=count if callable(count) else None,
+    )
+
+
+def open_index(
+    binding: Mapping[str, Any], embedder: Any, path_of: Callable[[Mapping[str, Any]], Path], cache_dir: Path
+) -> Any:
+    """Open a bound index, unpacked once per digest under ``cache_dir``; refuse one built with another embedder."""
+    from mlpilot.llm.index import VectorIndex, unpack_index
+
+    digest = str(binding["digest"])
+    dest = cache_dir / digest.replace(":", "-")
+    if not dest.is_dir():
+        unpack_index(path_of(binding), dest, expected_digest=digest)
+    index = VectorIndex.open(dest)
+    built_with = index.manifest.embedding
+    if embedder is not None and built_with.fingerprint != embedder.fingerprint:
+        raise LoadError(
+            f"index {binding['ref']} was built with embedding model {built_with.name!r} "
+            f"({built_with.fingerprint}) but the app embeds queries with {embedder.name!r} "
+            f"({embedder.fingerprint}); rebuild the index or change the app's embedder"
+        )
+    return index
 
 
 class AppRuntime(Runtime):
@@ -117,58 +190,14 @@ class AppRuntime(Runtime):
 
     # ---------------------------------------------------------------------------------------------- load
 
-    def _read(self, binding: Mapping[str, Any]) -> bytes:
-        blob = self._blobs.open_verified(binding["digest"])
-        return blob.path.read_bytes()
+    def _path(self, binding: Mapping[str, Any]) -> Path:
+        return self._blobs.open_verified(binding["digest"]).path
 
     def _load_sync(self) -> AppPipeline:
-        from mlpilot.llm.prompts import Prompt
-        from mlpilot.llm.tools import ToolRunner, parse_tool
-
         bindings = self._meta.get("bindings") or {}
-        prompt = None
-        if bindings.get("prompt"):
-            b = bindings["prompt"]
-            prompt = Prompt.from_dict(_document(self._read(b), b["ref"]), source=b["ref"])
-        tools = {}
-        for b in bindings.get("tools") or []:
-            spec = parse_tool(self._read(b), source=b["ref"])
-            tools[spec.name] = (spec, ToolRunner(spec))
-        embedder = None
-        if self.spec.type == "embeddings" or self.spec.retriever is not None:
-            embedder = self._make_embedder(self.spec.embedder)
-        index = None
-        if bindings.get("index"):
-            index = self._open_index(bindings["index"], embedder)
-        generator = self._make_generator(self.spec.generator) if self.spec.generator is not None else None
-        count = getattr(generator, "count_tokens", None)
-        return AppPipeline(
-            self.spec,
-            generator=generator,
-            embedder=embedder,
-            prompt=prompt,
-            index=index,
-            tools=tools,
-            count_tokens=count if callable(count) else None,
+        return build_pipeline(
+            self.spec, bindings, self._path, self._cache_dir, self._make_generator, self._make_embedder
         )
-
-    def _open_index(self, binding: Mapping[str, Any], embedder: Any) -> Any:
-        from mlpilot.llm.index import VectorIndex, unpack_index
-
-        digest = str(binding["digest"])
-        dest = self._cache_dir / digest.replace(":", "-")
-        if not dest.is_dir():
-            blob = self._blobs.open_verified(digest)
-            unpack_index(blob.path, dest)
-        index = VectorIndex.open(dest)
-        built_with = index.manifest.embedding
-        if embedder is not None and built_with.fingerprint != embedder.fingerprint:
-            raise LoadError(
-                f"index {binding['ref']} was built with embedding model {built_with.name!r} "
-                f"({built_with.fingerprint}) but the app embeds queries with {embedder.name!r} "
-                f"({embedder.fingerprint}); rebuild the index or change the app's embedder"
-            )
-        return index
 
     async def load(self) -> None:
         loop = asyncio.get_running_loop()
