@@ -264,6 +264,10 @@ class MonitorKind(str, enum.Enum):
       regression error ``params.metric``).
     - ``estimated_performance``: label-free accuracy estimate from the calibrated confidence (value: estimate).
     - ``quality``: schema, null rate and range checks against the reference (value: share of checks failed).
+    - ``llm``: an LLM app's tokens, cost, latency, retrieval similarity, refusal/empty rates, answer length,
+      groundedness, citation and tool-error rates and user feedback, checked against ``params.max`` /
+      ``params.min``, plus query-embedding and topic drift against the reference window (value: ``params.value``,
+      by default ``groundedness_mean``, else the error rate; see :mod:`mlpilot.monitors.llm`).
     """
 
     TRAFFIC = "traffic"
@@ -271,6 +275,7 @@ class MonitorKind(str, enum.Enum):
     PERFORMANCE = "performance"
     ESTIMATED_PERFORMANCE = "estimated_performance"
     QUALITY = "quality"
+    LLM = "llm"
 
 
 class MonitorSpec(Record):
@@ -479,7 +484,11 @@ class AnalysisKind(str, enum.Enum):
     ``error_rate``, ``latency`` (Mann-Whitney + quantile ratio), ``input_drift`` (candidate's inputs vs the
     baseline's), ``output_drift`` (predictions between arms), ``agreement`` (shadow: same answer on the same
     request), ``performance`` (realized metric from feedback, non-inferiority on a confidence sequence),
-    ``estimated_performance`` (label-free), ``reward`` (mean reward from feedback), ``custom`` (an expression).
+    ``estimated_performance`` (label-free), ``reward`` (mean reward from feedback), ``custom`` (an expression);
+    for LLM apps: ``llm_metric`` (a per-request LLM signal — groundedness, citation, refusal, cost, tokens, time
+    to first token … — non-inferiority like ``performance``), ``eval`` (the eval results recorded on both app
+    versions by ``mlpilot eval``) and ``win_rate`` (shadow: an LLM judge compares the paired answers; the
+    candidate's win rate, ties counting half, with a Wilson bound).
     """
 
     ERROR_RATE = "error_rate"
@@ -491,6 +500,9 @@ class AnalysisKind(str, enum.Enum):
     ESTIMATED_PERFORMANCE = "estimated_performance"
     REWARD = "reward"
     CUSTOM = "custom"
+    LLM_METRIC = "llm_metric"
+    EVAL = "eval"
+    WIN_RATE = "win_rate"
 
 
 class Verdict(str, enum.Enum):

@@ -63,6 +63,8 @@ class ArmData:
         labels: ``y_true`` of the rows that have a label ...
         labelled_predictions: ... and the prediction for the same rows (aligned with ``labels``).
         rewards: one per rewarded request.
+        llm: an LLM app's signals per answered request (``groundedness``, ``cost`` … see ``rollouts.llm``).
+        evals: what ``mlpilot eval`` recorded on the arm's app version, per eval dataset ``NAME:VERSION``.
     """
 
     variant: str
@@ -75,6 +77,8 @@ class ArmData:
     labels: np.ndarray | None = None
     labelled_predictions: np.ndarray | None = None
     rewards: np.ndarray | None = None
+    llm: pd.DataFrame | None = None
+    evals: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,6 +95,9 @@ class Comparison:
     #: (:func:`~mlpilot.rollouts.stats.stratified_diff_cs`), so a change both arms share over time is not read as
     #: a difference between them; the others use the pooled evidence.
     strata: list[Comparison] | None = None
+    #: shadow phase of an LLM app: the judge's verdict on each paired answer ("a" baseline, "b" candidate,
+    #: "tie", "invalid"), collected by the controller
+    judgments: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,35 @@ def _expression(name: str, value: Any) -> None:
     parse_expression(value)
 
 
+def _text(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgument(f"parameter {name} must be a non-empty string, got {value!r}")
+
+
+def _llm_metric(name: str, value: Any) -> None:
+    from mlpilot.rollouts.llm import LLM_METRICS
+
+    _choice(*LLM_METRICS)(name, value)
+
+
+def _eval_metric(name: str, value: Any) -> None:
+    from mlpilot.llm.evals import METRICS
+
+    _choice(*METRICS)(name, value)
+
+
+def _judge(name: str, value: Any) -> None:
+    """An OpenAI-compatible endpoint: ``{"base_url", "model", "api_key_env"?, "timeout_s"?}``."""
+    from mlpilot.llm.backends import BackendSpec
+
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f'parameter {name} must be {{"base_url": …, "model": …}}, got {value!r}')
+    try:
+        BackendSpec.model_validate({"name": "judge", **value})
+    except ValueError as exc:
+        raise InvalidArgument(f"parameter {name}: {exc}") from None
+
+
 _CORRECTION = ("holm", _choice("holm", "bonferroni", "fdr_bh", "none"))
 _EFFECT = (0.1, _number(0.0, 1.0))
 
@@ -191,6 +227,19 @@ PARAMS: dict[AnalysisKind, dict[str, tuple[Any, _Check]]] = {
     AnalysisKind.ESTIMATED_PERFORMANCE: {"margin": (0.02, _number(0.0, 1.0))},
     AnalysisKind.REWARD: {"margin": (0.0, _number(0.0))},
     AnalysisKind.CUSTOM: {"expression": (_REQUIRED, _expression)},
+    AnalysisKind.LLM_METRIC: {"metric": (_REQUIRED, _llm_metric), "margin": (0.02, _number(0.0))},
+    AnalysisKind.EVAL: {
+        "dataset": (_REQUIRED, _text),
+        "metric": (_REQUIRED, _eval_metric),
+        "min": (None, _number(none=True)),
+        "max_drop": (None, _number(0.0, none=True)),
+    },
+    AnalysisKind.WIN_RATE: {
+        "judge": (_REQUIRED, _judge),
+        "min_win_rate": (0.5, _number(0.0, 1.0)),
+        "criteria": ("Which answer is more helpful, correct and faithful to the question?", _text),
+        "max_pairs": (50, _number(1, 1000)),
+    },
 }
 
 
@@ -646,6 +695,10 @@ def arm_values(arm: ArmData, task: str = "classification") -> dict[str, float | 
             out["prediction_mean"] = float(np.asarray(arm.predictions, dtype=np.float64).mean())
     if (confidence := _confidence(arm)).size:
         out["confidence_mean"] = float(confidence.mean())
+    if arm.llm is not None:
+        from mlpilot.rollouts.llm import arm_llm_values
+
+        out.update(arm_llm_values(arm))
     return {k: (v if v is None or math.isfinite(v) else None) for k, v in out.items()}
 
 
@@ -660,6 +713,14 @@ _ANALYSES: dict[AnalysisKind, Callable[[AnalysisSpec, Comparison, float, dict[st
     AnalysisKind.REWARD: _reward,
     AnalysisKind.CUSTOM: _custom,
 }
+
+
+def _llm_analyses() -> None:
+    from mlpilot.rollouts import llm
+
+    _ANALYSES[AnalysisKind.LLM_METRIC] = llm.llm_metric_analysis
+    _ANALYSES[AnalysisKind.EVAL] = llm.eval_analysis
+    _ANALYSES[AnalysisKind.WIN_RATE] = llm.win_rate_analysis
 
 
 def run_analysis(spec: AnalysisSpec, data: Comparison, alpha: float = 0.05) -> AnalysisResult:
@@ -679,4 +740,6 @@ def run_analysis(spec: AnalysisSpec, data: Comparison, alpha: float = 0.05) -> A
     """
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha < 1.0:
         raise InvalidArgument(f"alpha must be a number in (0, 1), got {alpha!r}")
+    if spec.kind not in _ANALYSES:
+        _llm_analyses()
     return _ANALYSES[spec.kind](spec, data, float(alpha), check_params(spec))

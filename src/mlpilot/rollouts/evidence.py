@@ -16,6 +16,7 @@ import pandas as pd
 
 from mlpilot.monitors import kinds
 from mlpilot.rollouts.analyses import ArmData, Comparison
+from mlpilot.rollouts.llm import llm_frame
 from mlpilot.telemetry.query import read_records
 
 
@@ -88,6 +89,7 @@ def arm(
         predictions=predictions,
         proba=proba,
         inputs=kinds.input_frame(ok).reset_index(drop=True) if with_inputs else None,
+        llm=llm_frame(ok_requests),
     )
     if "_has_label" in ok.columns and pred_col is not None:
         labelled = ok[ok["_has_label"].astype(bool)]
@@ -153,6 +155,19 @@ def comparison(
                 out.candidate.labels = lab["value"].to_numpy()
                 out.candidate.labelled_predictions = lab[names[1]].to_numpy()
     return out
+
+
+def shadow_pairs(root: Path, deployment: str, *, baseline: str, candidate: str, window: Window) -> pd.DataFrame:
+    """An LLM app's shadow pairs: ``request_id``, ``query``, ``baseline`` and ``candidate`` answer texts of the
+    requests both answered (empty when the rows are not an LLM app's)."""
+    cols = ["request_id", "status", "in.query", "out.text"]
+    b = read_records(root, deployment, since=window.since, until=window.until, variant=baseline, shadow=False)
+    c = read_records(root, deployment, since=window.since, until=window.until, variant=candidate, shadow=True)
+    if b.empty or c.empty or any(col not in frame.columns for frame in (b, c) for col in cols):
+        return pd.DataFrame(columns=["request_id", "query", "baseline", "candidate"])
+    b, c = (f[f["status"] == "ok"].drop_duplicates("request_id") for f in (b, c))
+    pairs = b[["request_id", "in.query", "out.text"]].merge(c[["request_id", "out.text"]], on="request_id")
+    return pairs.set_axis(["request_id", "query", "baseline", "candidate"], axis=1)
 
 
 def _between(rows: pd.DataFrame, start: datetime, end: datetime | None) -> pd.DataFrame:

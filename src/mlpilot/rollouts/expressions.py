@@ -19,6 +19,9 @@ from mlpilot.errors import InvalidArgument
 ATTRIBUTES = (
     "requests", "errors", "error_rate", "latency_mean", "latency_p50", "latency_p90", "latency_p95", "latency_p99",
     "accuracy", "mae", "mean_reward", "prediction_mean", "confidence_mean", "rows",
+    # LLM apps (means per answered request; see rollouts.llm.LLM_METRICS)
+    "groundedness", "citation_rate", "refusal_rate", "empty_rate", "top_score", "cost", "input_tokens",
+    "output_tokens", "answer_tokens", "ttft_s", "tool_errors",
 )  # fmt: skip
 _ARMS = ("baseline", "candidate")
 _FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {

@@ -45,10 +45,17 @@ STATISTICAL = {
     AnalysisKind.PERFORMANCE,
     AnalysisKind.ESTIMATED_PERFORMANCE,
     AnalysisKind.REWARD,
+    AnalysisKind.LLM_METRIC,
+    AnalysisKind.WIN_RATE,
 }
 # Analyses that need paired answers (only meaningful in the shadow phase) and those that need live traffic.
-SHADOW_ONLY = {AnalysisKind.AGREEMENT}
-MARGIN_KINDS = (AnalysisKind.PERFORMANCE, AnalysisKind.REWARD, AnalysisKind.ESTIMATED_PERFORMANCE)
+SHADOW_ONLY = {AnalysisKind.AGREEMENT, AnalysisKind.WIN_RATE}
+MARGIN_KINDS = (
+    AnalysisKind.PERFORMANCE,
+    AnalysisKind.REWARD,
+    AnalysisKind.ESTIMATED_PERFORMANCE,
+    AnalysisKind.LLM_METRIC,
+)
 # The A/B experiment's primary analysis is the first of these (tested for superiority: margin 0).
 PRIMARY_KINDS = (*MARGIN_KINDS, AnalysisKind.CUSTOM)
 

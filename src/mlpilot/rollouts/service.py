@@ -22,6 +22,8 @@ from mlpilot.clock import Clock
 from mlpilot.deployments import Deployments
 from mlpilot.errors import Conflict, InvalidArgument, MlpilotError, NotFound
 from mlpilot.records import (
+    AnalysisKind,
+    AnalysisSpec,
     ArtifactKind,
     ArtifactRef,
     DeploymentSpec,
@@ -56,6 +58,7 @@ class RolloutService:
         self.log_root = Path(log_root)
         self.clock = clock
         self._rng = np.random.default_rng(seed)
+        self._judged: dict[tuple[int, str], str] = {}  # (rollout id, request id) -> the judge's verdict
 
     # ------------------------------------------------------------------------------------------ start
 
@@ -340,6 +343,7 @@ class RolloutService:
             if r.phase is RolloutPhase.CANARY
             else (),
         )
+        active = self._llm_evidence(r, active, data, window)
         results = [analyses.run_analysis(a, data, alpha) for a in active]
         gates = [policy.gate(r, a, res) for a, res in zip(active, results, strict=True)]
         step_samples = evidence.candidate_requests(
@@ -369,6 +373,52 @@ class RolloutService:
             "analyses": [res.to_dict() for res in results],
         }
         return policy.Context(r, now, gates, step_samples), record
+
+    def _llm_evidence(
+        self, r: Rollout, active: list[AnalysisSpec], data: analyses.Comparison, window: evidence.Window
+    ) -> list[AnalysisSpec]:
+        """What the LLM gates need besides the request log: the evals recorded on both app versions (``eval``,
+        its dataset resolved to ``NAME:VERSION``) and the judge's verdicts on the shadow pairs (``win_rate``)."""
+        out = []
+        for a in active:
+            if a.kind is AnalysisKind.EVAL:
+                dataset = self.store.get_version(str(a.params.get("dataset"))).ref
+                a = a.model_copy(update={"params": {**a.params, "dataset": dataset}})
+                variants = {v.name: v for v in self.store.get_deployment(r.deployment).spec.variants}
+                for arm in (data.baseline, data.candidate):
+                    if arm.variant in variants:
+                        tags = self.store.get_version(variants[arm.variant].model).tags
+                        arm.evals = _evals(tags)
+            if a.kind is AnalysisKind.WIN_RATE and r.phase is RolloutPhase.SHADOW:
+                data.judgments = self._judge_pairs(r, a, window)
+            out.append(a)
+        return out
+
+    def _judge_pairs(self, r: Rollout, a: AnalysisSpec, window: evidence.Window) -> list[str]:
+        """Judge up to ``max_pairs`` shadow pairs, at most 10 new ones per tick (each is two judge calls)."""
+        from mlpilot.llm.backends import BackendSpec, OpenAIBackend
+        from mlpilot.llm.judge import PairwiseJudge, from_backend
+
+        p = analyses.check_params(a)
+        pairs = evidence.shadow_pairs(
+            self.log_root, r.deployment, baseline=r.baseline, candidate=r.candidate, window=window
+        )
+        pairs = pairs.head(int(p["max_pairs"]))
+        todo = [row for row in pairs.itertuples() if (r.id, row.request_id) not in self._judged][:10]
+        if todo:
+            backend = OpenAIBackend(BackendSpec.model_validate({"name": "judge", **p["judge"]}))
+            judge = PairwiseJudge(str(p["criteria"]), chat=from_backend(backend, temperature=0))
+            try:
+                for row in todo:
+                    try:
+                        verdict = judge.compare(str(row.query), str(row.baseline), str(row.candidate)).outcome
+                    except MlpilotError as exc:  # an unreachable judge: retried next tick
+                        log.warning("judging shadow pair %s of rollout %s: %s", row.request_id, r.id, exc)
+                        break
+                    self._judged[(r.id, str(row.request_id))] = str(verdict)
+            finally:
+                backend.close()
+        return [self._judged[(r.id, str(q))] for q in pairs["request_id"] if (r.id, str(q)) in self._judged]
 
     def _bandit(self, r: Rollout, now: datetime) -> tuple[dict[str, int], dict[str, Any]]:
         arms = [r.baseline, r.candidate, *r.arms]
@@ -507,3 +557,17 @@ class RolloutService:
         self.store.set_release_status(deployment, live.number, "rolled_back", actor)
         self.store.set_release_status(deployment, target.number, "live", actor)
         return r
+
+
+def _evals(tags: Mapping[str, str]) -> dict[str, Any]:
+    """The eval summaries ``mlpilot eval`` recorded on a version (tags ``eval/<dataset NAME:VERSION>``)."""
+    import json
+
+    out: dict[str, Any] = {}
+    for key, value in tags.items():
+        if key.startswith("eval/"):
+            try:
+                out[key[5:]] = json.loads(value)
+            except json.JSONDecodeError:
+                log.warning("tag %s is not an eval summary", key)
+    return out
