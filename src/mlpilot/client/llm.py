@@ -136,6 +136,45 @@ class LLMArtifacts:
         API at ``/v1``."""
         return self._register_document(name, ArtifactKind.APP, source, metadata, tags, parents)
 
+    def chat(
+        self,
+        app: str,
+        messages: str | Sequence[Mapping[str, Any]],
+        *,
+        variables: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Ask a deployed app (``/v1/chat/completions``, as the ``openai`` client would): ``messages`` or one user
+        message as a string; ``params`` are OpenAI's (``max_tokens``, ``temperature``, ``tools`` …). Returns the
+        OpenAI response; the request id is ``response["id"]``."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        body: dict[str, Any] = {"model": app, "messages": list(messages), **params}
+        if variables:
+            body["variables"] = dict(variables)
+        response = self._openai("/v1/chat/completions", body)
+        return dict(response)
+
+    def _openai(self, path: str, body: Mapping[str, Any]) -> Any:
+        http: Any = self._http  # type: ignore[attr-defined]
+        try:
+            response = http.post(path, json=dict(body))
+        except Exception as exc:  # httpx.TransportError: the server is not reachable
+            from mlpilot.errors import Unavailable
+
+            raise Unavailable(f"cannot reach the mlpilot server: {exc}") from exc
+        if response.status_code >= 400:
+            from mlpilot.errors import HTTP_STATUS, error_from_dict
+
+            try:
+                err = response.json().get("error") or {}
+            except ValueError:
+                err = {}
+            message = err.get("message") if isinstance(err, dict) else None
+            kind = next((k.value for k, code in HTTP_STATUS.items() if code == response.status_code), "")
+            raise error_from_dict({"error": message or response.text[:500], "kind": kind}, response.status_code)
+        return response.json()
+
     def app_pipeline(self, ref: str) -> AppSession:
         """Assemble app version ``ref`` here (this process) from the versions its references resolve to now: its
         prompt, index and tools, its embedder and generator — what ``mlpilot eval`` runs. Use it as a context

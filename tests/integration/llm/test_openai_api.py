@@ -382,3 +382,16 @@ def test_alias_rollback_takes_effect_without_restart_and_is_logged(env: Env) -> 
     assert newest["out.input_tokens"] > 0 and newest["out.output_tokens"] == 4
     assert newest["out.cost"] == pytest.approx((newest["out.input_tokens"] * 1 + 4 * 2) / 1e6)
     c.set_alias("support", "prod", 2)
+
+
+def test_sdk_chat(env: Env) -> None:
+    from mlpilot.errors import InvalidArgument, NotFound
+
+    r = env.client.chat("assistant", "hi from the SDK", max_tokens=3)
+    assert r["choices"][0]["message"]["content"] == "You said: hi"
+    assert r["choices"][0]["finish_reason"] == "length" and r["id"].startswith("chatcmpl-")
+    with pytest.raises(NotFound, match="nope"):
+        env.client.chat("nope", "x")
+    with pytest.raises(InvalidArgument, match="product"):
+        env.client.chat("greeter", "hi")
+    assert env.client.chat("greeter", "hi", variables={"product": "Acme"})["choices"][0]["message"]["content"]
