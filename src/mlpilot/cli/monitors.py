@@ -133,7 +133,7 @@ def monitors_create(
     ctx: typer.Context,
     deployment: str = typer.Argument(...),
     name: str = typer.Argument(...),
-    kind: str = typer.Option(..., "--kind", help="traffic, drift, performance, estimated_performance or quality"),
+    kind: str = typer.Option(..., "--kind", help="traffic, drift, performance, estimated_performance, quality or llm"),
     variant: str | None = typer.Option(None, "--variant", help="default: the variant with the most traffic"),
     window: str = typer.Option("1h", "--window", help="time window, e.g. 15m, 1h, 1d"),
     window_rows: int | None = typer.Option(None, "--window-rows", help="count window: the last N rows instead"),

@@ -25,8 +25,10 @@ from mlpilot.clock import Clock
 from mlpilot.errors import Conflict, FailedPrecondition, InvalidArgument, MlpilotError, NotFound
 from mlpilot.monitors import kinds
 from mlpilot.monitors.feedback import FeedbackService
+from mlpilot.monitors.llm import llm_outcome, llm_params
 from mlpilot.protocol.signature import DATATYPES, Signature
 from mlpilot.records import (
+    ArtifactKind,
     Deployment,
     Monitor,
     MonitorKind,
@@ -142,6 +144,16 @@ class MonitorService:
             # bad options fail now, not at the first scheduled run: a dry run on a tiny numeric + categorical frame
             probe = pd.DataFrame({"x": np.arange(20.0), "c": ["a", "b"] * 10})
             self._drift_detector({k: v for k, v in spec.params.items() if k != "on"}).fit(probe)
+        if spec.kind is MonitorKind.LLM:
+            if spec.features:
+                raise InvalidArgument("an llm monitor reads the app's logged outputs: features do not apply")
+            for v in checked:
+                kind = self.store.get_version(v.model).kind
+                if kind is not ArtifactKind.APP:
+                    raise InvalidArgument(
+                        f"an llm monitor watches an LLM app; {v.model} (variant {v.name}) is a {kind.value}"
+                    )
+            llm_params(spec)
 
     def get(self, deployment: str, name: str) -> Monitor:
         return self.store.get_monitor(deployment, name)
@@ -170,13 +182,21 @@ class MonitorService:
 
     def ensure_defaults(self, deployment: str, actor: str = "mlpilot") -> list[str]:
         """Create the default monitors of a new deployment if it has none: ``traffic`` (every 5 min over the last
-        hour) and ``drift`` (every 15 min over the last hour, against the bound reference dataset). Returns the
-        names created."""
+        hour) and ``drift`` (every 15 min over the last hour, against the bound reference dataset) — for an LLM
+        app ``llm`` instead of ``drift`` (every 15 min over the last hour, drift against the 6 hours before, no
+        thresholds). Returns the names created."""
         if self.store.list_monitors(deployment):
             return []
+        dep = self.store.get_deployment(deployment)
+        apps = all(self.store.get_version(v.model).kind is ArtifactKind.APP for v in dep.spec.variants)
+        quarter, hour = timedelta(minutes=15), timedelta(hours=1)
         defaults = {
-            "traffic": MonitorSpec(kind=MonitorKind.TRAFFIC, every=timedelta(minutes=5), window=timedelta(hours=1)),
-            "drift": MonitorSpec(kind=MonitorKind.DRIFT, every=timedelta(minutes=15), window=timedelta(hours=1)),
+            "traffic": MonitorSpec(kind=MonitorKind.TRAFFIC, every=timedelta(minutes=5), window=hour),
+            **(
+                {"llm": MonitorSpec(kind=MonitorKind.LLM, every=quarter, window=hour, reference="previous:6h")}
+                if apps
+                else {"drift": MonitorSpec(kind=MonitorKind.DRIFT, every=quarter, window=hour)}
+            ),
         }
         for name, spec in defaults.items():
             self.store.put_monitor(deployment, name, spec, actor, next_run=self.clock.now() + spec.every)
@@ -262,6 +282,8 @@ class MonitorService:
         logged = self._window(mon, variant, start, end)
         if spec.kind is MonitorKind.TRAFFIC:
             return len(logged), kinds.traffic_outcome(spec, logged, (end - start).total_seconds())
+        if spec.kind is MonitorKind.LLM:
+            return len(logged), self._llm(mon, logged, variant, model_ref, start)
         if len(logged) < spec.min_rows:
             return len(logged), kinds.Outcome(
                 MonitorStatus.NO_DATA,
@@ -305,6 +327,31 @@ class MonitorService:
             out = kinds.estimated_performance_outcome(spec, estimator, logged)
             return len(logged), _with_reference(out, ref, variant)
         raise InvalidArgument(f"unknown monitor kind {spec.kind}")
+
+    def _llm(self, mon: Monitor, logged: pd.DataFrame, variant: str, model_ref: str, start: datetime) -> kinds.Outcome:
+        """The ``llm`` kind: the window, the feedback on its requests and, for drift, the reference rows — the
+        deployment's own earlier traffic (``previous:DURATION``) or a dataset of logged columns. A reference that
+        cannot be had (none bound, too little earlier traffic) skips the drift tests, with the reason in the
+        detail; the thresholds are still checked."""
+        spec = mon.spec
+        opts = llm_params(spec)
+        reference: pd.DataFrame | None = None
+        ref_name, skipped = None, None
+        if opts.drift and len(logged) >= spec.min_rows:
+            try:
+                ref = self._reference(mon, model_ref, variant, start, outputs=spec.reference.startswith("previous:"))
+                reference, ref_name = ref.frame, ref.name
+            except FailedPrecondition as exc:
+                skipped = exc.message
+        feedback = pd.DataFrame(
+            [f for f in self.store.list_feedback(mon.deployment) if f["kind"] in ("label", "score")],
+            columns=["request_id", "row", "kind", "value", "ts"],
+        )
+        out = llm_outcome(spec, logged, reference, feedback)
+        detail = {**out.detail, "reference": ref_name, "variant": variant}
+        if skipped and isinstance(detail.get("drift"), dict):
+            detail["drift"] = {**detail["drift"], "skipped": skipped}
+        return kinds.Outcome(out.status, out.value, out.message, detail)
 
     # ------------------------------------------------------------------------------------------ references
 

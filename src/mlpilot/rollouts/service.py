@@ -98,9 +98,12 @@ class RolloutService:
                 mv = self.store.get_version(ArtifactRef.parse(model))
             except NotFound as exc:
                 raise NotFound(f"candidate {model!r}: {exc.message}") from exc
-            if mv.kind is not ArtifactKind.MODEL:
-                raise InvalidArgument(f"candidate {model!r} is a {mv.kind.value}, not a model")
             base_model = next(v.model for v in dep.spec.variants if v.name == baseline)
+            base_kind = self.store.get_version(ArtifactRef.parse(base_model)).kind
+            if mv.kind not in (ArtifactKind.MODEL, ArtifactKind.APP) or mv.kind is not base_kind:
+                raise InvalidArgument(
+                    f"candidate {model!r} is a {mv.kind.value}, but the baseline serves a {base_kind.value}"
+                )
             if mv.ref == base_model:
                 raise InvalidArgument(f"the candidate {mv.ref} is what the baseline {baseline!r} already serves")
             name = (spec.variant if i == 0 and spec.variant else None) or f"{mv.name}-v{mv.version}"
