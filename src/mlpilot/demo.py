@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 
 from mlpilot.client import Client
-from mlpilot.errors import MissingExtra, NotFound
+from mlpilot.errors import LoadError, MissingExtra, NotFound
 from mlpilot.flavors import flavor_for_object
 from mlpilot.records import ArtifactVersion
 from mlpilot.settings import Settings
@@ -334,3 +334,20 @@ def run_tour(settings: Settings, console: Console) -> None:
             "\nTry: [bold]mlpilot models show breast-cancer@champion[/bold] · "
             "[bold]mlpilot deployments show breast-cancer[/bold] · [bold]mlpilot events[/bold]"
         )
+        _llm_chapter(client, say)
+
+
+def _llm_chapter(client: Client, say: Any) -> None:
+    """Chapter 11 (LLM apps) needs the ``llm`` extra and the offline model packages; without them it says how to
+    get them instead of failing the tour."""
+    try:
+        from mlpilot.llm.local import LocalBackend, LocalEmbedder
+
+        LocalEmbedder().close()
+        LocalBackend().close()
+    except (ImportError, MissingExtra, LoadError) as exc:
+        say(f"\n[bold]11. An LLM app[/bold]: skipped — {exc}")
+        return
+    from mlpilot.demo_llm.tour import run_llm_chapter
+
+    run_llm_chapter(client, say)

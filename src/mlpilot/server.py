@@ -55,6 +55,7 @@ class PlatformServer:
             sink=self.reqlog,
             durable=self._durable if strict else None,
             metrics=Metrics(per_request=s.server.metrics),
+            llm_prices={name: price.model_dump() for name, price in s.llm.prices.items()},
         )
         self.control = build_api(platform)
         self.tracer_provider = _tracer_provider(s) if s.tracing.enabled else None

@@ -106,6 +106,19 @@ class RolloutSettings(BaseModel):
     tick_s: float = 5.0
 
 
+class LLMPrice(BaseModel):
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
+class LLMSettings(BaseModel):
+    """LLM apps (see docs/llm.md)."""
+
+    #: price per million tokens by model or backend name, for the request log's ``out.cost`` when an app has no
+    #: ``pricing`` of its own: ``{"gpt-4o-mini": {"input_per_million": 0.15, "output_per_million": 0.6}}``.
+    prices: dict[str, LLMPrice] = Field(default_factory=dict)
+
+
 class Settings(BaseSettings):
     """Everything configurable in mlpilot.
 
@@ -125,6 +138,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     monitors: MonitorSettings = Field(default_factory=MonitorSettings)
     rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
 
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{(self.home / 'mlpilot.db').resolve()}"

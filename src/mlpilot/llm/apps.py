@@ -199,6 +199,11 @@ class AppSpec(_Strict):
             raise ValueError('a chat app needs a "generator" ({"local": "smollm2"} or an OpenAI-compatible backend)')
         if self.type == "embeddings" and (self.prompt or self.retriever or self.tools or self.generator):
             raise ValueError("an embeddings app has only an embedder (no prompt, retriever, generator or tools)")
+        if self.tools and self.generator is not None and self.generator.local is not None:
+            raise ValueError(
+                f"the local generator {self.generator.local!r} does not call tools: give the app an "
+                "OpenAI-compatible generator that does (vLLM, Ollama, a provider) or drop its tools"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -63,7 +63,8 @@ def _wait_served(url: str, names: set[str]) -> None:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     home = tmp_path_factory.mktemp("openai") / "home"
     fake = FakeLLMProcess()
-    server = ServerProcess(home, extra_env={"MLPILOT_SERVER__GRPC": "0"})
+    prices = {"fake-llm": {"input_per_million": 10.0, "output_per_million": 20.0}}  # the server's price table
+    server = ServerProcess(home, extra_env={"MLPILOT_SERVER__GRPC": "0", "MLPILOT_LLM__PRICES": json.dumps(prices)})
     e = Env(server, fake)
     try:
         c = e.client
@@ -395,3 +396,17 @@ def test_sdk_chat(env: Env) -> None:
     with pytest.raises(InvalidArgument, match="product"):
         env.client.chat("greeter", "hi")
     assert env.client.chat("greeter", "hi", variables={"product": "Acme"})["choices"][0]["message"]["content"]
+
+
+def test_cost_from_the_server_price_table_when_the_app_has_no_pricing(env: Env) -> None:
+    env.client.chat("greeter", "price me", variables={"product": "Acme"})
+    deadline = time.monotonic() + 15
+    while True:
+        rows = env.client.logs("greeter", limit=1000)
+        rows = rows[rows["in.query"] == "price me"] if len(rows) else rows
+        if len(rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    row = rows.iloc[0]
+    assert row["out.llm_model"] == "fake-llm"
+    assert row["out.cost"] == pytest.approx((row["out.input_tokens"] * 10 + row["out.output_tokens"] * 20) / 1e6)
