@@ -22,6 +22,12 @@ def test_demo_tour_runs_and_each_chapter_reports(tmp_path: Path) -> None:
     # chapter 9: the retrained model is promoted, the one with a segment bug is rolled back on realized accuracy
     assert "→ promoted: the last canary step passed" in text
     assert "→ rolled back: performance failed" in text and "confidence sequence" in text
+    # chapter 11: the RAG app on the offline models, evaluated, prompt v2 promoted by an eval-gated canary
+    assert "index support-kb:1: 12 chunks of 12 documents, embedded with all-minilm-l6-v2 (384-d)" in text
+    assert re.search(r"eval of support-assistant:1 on support-eval:1: 10 questions, hit_rate \d\.\d\d", text)
+    assert "canary of support-assistant:2 behind an eval gate" in text
+    assert text.count("promoted: the last canary step passed") == 2  # chapters 9 and 11
     again = re.sub(r"\s+", " ", run_cli("demo", "--exit", home=tmp_path / "home", timeout=300).stdout)
     assert "page alert firing" in again  # a re-run reuses the home; the alert is not fired twice
     assert "→ rolled back: performance failed" in again  # and the rollouts run again
+    assert "index support-kb:1:" in again and "support-assistant:3" not in again  # reused, not re-registered
