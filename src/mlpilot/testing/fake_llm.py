@@ -11,6 +11,8 @@ HTTP without a real model:
 * token counts are whitespace words; ``max_tokens`` truncates (``finish_reason="length"``); ``stream`` sends one
   chunk per word, the usage chunk when asked, then ``[DONE]``; ``/v1/embeddings`` returns hashed bag-of-words
   vectors (64 dimensions, unit length); ``/v1/completions`` answers ``"You said: <prompt>"``;
+* a pairwise or rubric judge prompt (``mlpilot.llm.judge``) gets a JSON verdict: an answer citing a ``[document]``
+  beats (scores 5) one that does not (2), then the longer answer wins;
 * ``GET /v1/_seen`` returns the last 100 request bodies it received (for tests).
 
 Run it with ``python -m mlpilot.testing.fake_llm --port 8089`` (``--token-delay-ms`` to pace streamed tokens).
@@ -35,6 +37,8 @@ Scope = MutableMapping[str, Any]
 _CONTEXT = re.compile(r"\[([^\]\s]+)\]\s+([^\n]+)")
 _CALL = re.compile(r"call:([A-Za-z0-9_-]+)\s*(\{.*\})", re.S)
 _WEATHER = re.compile(r"weather in ([A-Z][A-Za-z]+)")
+_PAIR = re.compile(r"\nAnswer A:\n(.*)\n\nAnswer B:\n(.*)\Z", re.S)
+_GRADED = re.compile(r"Answer to grade:\n(.*)\Z", re.S)
 EMBED_DIMS = 64
 
 
@@ -54,12 +58,31 @@ def embed_text(text: str, dims: int = EMBED_DIMS) -> list[float]:
     return (v / n if n else np.full(dims, 1 / np.sqrt(dims))).tolist()
 
 
+def _judge(user: str) -> str | None:
+    """A judge's verdict, when ``user`` is a pairwise or rubric judge prompt (``mlpilot.llm.judge``): an answer
+    that cites a ``[document]`` beats one that does not, then the longer one wins; a citing answer scores 5, else 2."""
+    pair = _PAIR.search(user)
+    if pair:
+        a, b = pair.group(1).strip(), pair.group(2).strip()
+        key_a, key_b = ("[" in a, len(a)), ("[" in b, len(b))
+        winner = "A" if key_a > key_b else "B" if key_b > key_a else "tie"
+        return json.dumps({"winner": winner, "reason": "cites its source" if winner != "tie" else "alike"})
+    graded = _GRADED.search(user)
+    if graded:
+        score = 5 if "[" in graded.group(1) else 2
+        return json.dumps({"score": score, "reason": "cites its source" if score == 5 else "no citation"})
+    return None
+
+
 def answer_for(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> tuple[str, list[dict[str, Any]]]:
     """``(text, tool_calls)`` the fake model answers to ``messages``."""
     last = messages[-1] if messages else {}
     if last.get("role") == "tool":
         return f"The tool returned: {_text(last)}", []
     user = next((_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+    verdict = _judge(user)
+    if verdict is not None:
+        return verdict, []
     names = {t["function"]["name"] for t in tools or [] if isinstance(t, dict) and "function" in t}
     if names:
         m = _CALL.search(user)
