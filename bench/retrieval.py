@@ -111,7 +111,8 @@ def main() -> None:
         print(f"built {ann}: {builds[ann][0]:.1f} s, {builds[ann][1] / 1e6:.0f} MB, ann={manifest.ann}", flush=True)
 
     rows = []
-    for strategy, path, count in (("numpy", "flat", nq), ("lance_flat", "flat", min(nq, 100)), ("ivf_pq", "ivf_pq", nq)):
+    plan = (("numpy", "flat", nq), ("lance_flat", "flat", min(nq, 100)), ("ivf_pq", "ivf_pq", nq))
+    for strategy, path, count in plan:
         t = time.perf_counter()
         index = VectorIndex.open(work / path, strategy=strategy)  # type: ignore[arg-type]
         opened = time.perf_counter() - t

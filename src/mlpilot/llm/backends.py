@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import itertools
 import json
 import os
 import random
@@ -394,6 +395,9 @@ def _describe_transport(exc: httpx.TransportError) -> str:
     return f"{kind} ({type(exc).__name__}: {exc or 'no detail'})"
 
 
+_DRAIN_LINES = 64
+
+
 def _sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
     """The JSON payloads of an OpenAI event stream's ``data:`` lines, up to ``data: [DONE]``.
 
@@ -404,6 +408,10 @@ def _sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
             continue  # comments (":"), "event:", "id:", blank separators
         payload = line[5:].strip()
         if payload == "[DONE]":
+            # read to the end of the body (a server sends nothing more of use), so the connection goes back to the
+            # pool instead of being dropped: a new TCP (and TLS) handshake per streamed call otherwise
+            for _ in itertools.islice(lines, _DRAIN_LINES):
+                pass
             return
         if not payload:
             continue

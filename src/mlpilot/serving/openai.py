@@ -136,8 +136,10 @@ class OpenAIEdge:
                 self._failed(d, lv, request_id, sticky, exc, t1, t0, request)
                 raise
             body = orjson.dumps(_whole(answer, oid, created, model, mode, app))
-            self._done(d, lv, request_id, sticky, answer, request, t0, t1, traceparent=header("traceparent"))
-            await respond(200, body, _JSON, extra)
+            t_answer = time.perf_counter()
+            await respond(200, body, _JSON, extra)  # the answer first; recording it is not on the caller's clock
+            self._done(d, lv, request_id, sticky, answer, request, t0, t1, traceparent=header("traceparent"),
+                       t_end=t_answer)  # fmt: skip
             vm.stages["total"].observe(time.perf_counter() - t0)
             self._mirror(d, request, request_id, sticky)
             return
@@ -255,11 +257,12 @@ class OpenAIEdge:
         t1: float,
         shadow: bool = False,
         traceparent: str | None = None,
+        t_end: float | None = None,
     ) -> None:
         app = lv.runtime
         assert isinstance(app, AppRuntime)
         answer.cost = self._price(answer)
-        t_end = time.perf_counter()
+        t_end = time.perf_counter() if t_end is None else t_end
         latency = t_end - t1
         root, trace_id = (None, None)
         if self.tracer is not None and not shadow:
