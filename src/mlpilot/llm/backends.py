@@ -40,7 +40,6 @@ import re
 import struct
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, TypeVar
@@ -49,6 +48,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlpilot.errors import FailedPrecondition, InferenceError, InvalidArgument, Unavailable
+from mlpilot.llm.streams import ChatChunk, ChatResult, ChatStream
 
 __all__ = [
     "MAX_BACKOFF_S",
@@ -238,41 +238,6 @@ class _TruncatedStream(Exception):
 # ---------------------------------------------------------------------------------------------- the results
 
 
-@dataclass(frozen=True)
-class ChatResult:
-    """One answer of a chat (or text) completion.
-
-    ``tool_calls`` are OpenAI dicts (``{"id", "type": "function", "function": {"name", "arguments"}}``);
-    ``latency_s`` is the wall time of the whole call (retries and fallbacks included); ``backend`` is the name of
-    the backend that answered; ``attempts`` counts every HTTP attempt made, across fallbacks.
-    """
-
-    text: str
-    tool_calls: list[dict[str, Any]]
-    finish_reason: str | None
-    input_tokens: int | None
-    output_tokens: int | None
-    latency_s: float
-    backend: str
-    attempts: int
-    model: str | None = None
-
-
-@dataclass(frozen=True)
-class ChatChunk:
-    """One event of a streamed chat: a text delta, tool-call deltas, a finish reason, or the final usage.
-
-    ``elapsed_s`` is the time since the call started.
-    """
-
-    text: str = ""
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    finish_reason: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    elapsed_s: float = 0.0
-
-
 def _usage(data: Mapping[str, Any]) -> tuple[int | None, int | None]:
     usage = data.get("usage")
     if not isinstance(usage, Mapping):
@@ -295,79 +260,6 @@ def _merge_tool_deltas(calls: list[dict[str, Any]], deltas: Sequence[Any]) -> No
         fn = delta.get("function") or {}
         call["function"]["name"] += fn.get("name") or ""
         call["function"]["arguments"] += fn.get("arguments") or ""
-
-
-class ChatStream(Iterator[ChatChunk]):
-    """The chunks of a streamed chat; also keeps the running totals.
-
-    The request is sent on the first ``next()``. After the stream is exhausted, :meth:`result` gives the whole
-    answer; :attr:`time_to_first_token_s` is the time from the call to the first chunk with content.
-    Close it (or use it as a context manager) when leaving a stream before its end.
-    """
-
-    def __init__(self, chunks: Iterator[ChatChunk], started: float) -> None:
-        self._chunks = chunks
-        self._started = started
-        self.text = ""
-        self.tool_calls: list[dict[str, Any]] = []
-        self.finish_reason: str | None = None
-        self.input_tokens: int | None = None
-        self.output_tokens: int | None = None
-        self.time_to_first_token_s: float | None = None
-        self.latency_s: float | None = None
-        self.backend: str | None = None
-        self.attempts = 0
-        self.model: str | None = None
-        self.done = False
-
-    def __iter__(self) -> ChatStream:
-        return self
-
-    def __next__(self) -> ChatChunk:
-        try:
-            chunk = next(self._chunks)
-        except StopIteration:
-            self.done = True
-            self.latency_s = time.perf_counter() - self._started
-            raise
-        self.text += chunk.text
-        if chunk.finish_reason:
-            self.finish_reason = chunk.finish_reason
-        if chunk.input_tokens is not None:
-            self.input_tokens = chunk.input_tokens
-        if chunk.output_tokens is not None:
-            self.output_tokens = chunk.output_tokens
-        if self.time_to_first_token_s is None and (chunk.text or chunk.tool_calls):
-            self.time_to_first_token_s = chunk.elapsed_s
-        return chunk
-
-    def result(self) -> ChatResult:
-        """The whole answer, once the stream is exhausted (reads what is left of it first)."""
-        for _ in self:
-            pass
-        return ChatResult(
-            text=self.text,
-            tool_calls=self.tool_calls,
-            finish_reason=self.finish_reason,
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            latency_s=self.latency_s or 0.0,
-            backend=self.backend or "",
-            attempts=self.attempts,
-            model=self.model,
-        )
-
-    def close(self) -> None:
-        """Stop reading and release the connection."""
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-
-    def __enter__(self) -> ChatStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------------------------- the backend
@@ -396,6 +288,29 @@ def _describe_transport(exc: httpx.TransportError) -> str:
 
 
 _DRAIN_LINES = 64
+SSE_DONE = object()
+
+
+def sse_event(line: str) -> Any:
+    """One line of an OpenAI event stream: its JSON payload (a dict), :data:`SSE_DONE` at ``data: [DONE]``, or None
+    for lines without one (comments, ``event:``, ``id:``, blank separators). Raises ``InferenceError`` for a
+    malformed payload or an error event."""
+    if not line.startswith("data:"):
+        return None
+    payload = line[5:].strip()
+    if payload == "[DONE]":
+        return SSE_DONE
+    if not payload:
+        return None
+    try:
+        event = json.loads(payload)
+    except ValueError as exc:
+        raise InferenceError(f"malformed stream event {payload[:_BODY_EXCERPT]!r}: {exc}") from exc
+    if isinstance(event, Mapping) and "error" in event and "choices" not in event:
+        err = event["error"]
+        msg = err.get("message") if isinstance(err, Mapping) else err
+        raise InferenceError(f"the backend reported an error mid-stream: {msg}")
+    return event if isinstance(event, dict) else None
 
 
 def _sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
@@ -404,26 +319,14 @@ def _sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
     Raises :class:`_TruncatedStream` if the stream ends without ``[DONE]``.
     """
     for line in lines:
-        if not line.startswith("data:"):
-            continue  # comments (":"), "event:", "id:", blank separators
-        payload = line[5:].strip()
-        if payload == "[DONE]":
+        event = sse_event(line)
+        if event is SSE_DONE:
             # read to the end of the body (a server sends nothing more of use), so the connection goes back to the
             # pool instead of being dropped: a new TCP (and TLS) handshake per streamed call otherwise
             for _ in itertools.islice(lines, _DRAIN_LINES):
                 pass
             return
-        if not payload:
-            continue
-        try:
-            event = json.loads(payload)
-        except ValueError as exc:
-            raise InferenceError(f"malformed stream event {payload[:_BODY_EXCERPT]!r}: {exc}") from exc
-        if isinstance(event, Mapping) and "error" in event and "choices" not in event:
-            err = event["error"]
-            msg = err.get("message") if isinstance(err, Mapping) else err
-            raise InferenceError(f"the backend reported an error mid-stream: {msg}")
-        if isinstance(event, dict):
+        if event is not None:
             yield event
     raise _TruncatedStream("the event stream ended without 'data: [DONE]'")
 

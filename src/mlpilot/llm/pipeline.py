@@ -23,19 +23,23 @@ Decisions:
 
 from __future__ import annotations
 
+import asyncio
+import collections.abc as cabc
 import json
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
 from mlpilot.errors import InvalidArgument, MlpilotError
 from mlpilot.llm.apps import AppSpec
 from mlpilot.llm.prompts import Prompt, to_openai_messages
+from mlpilot.llm.streams import ChatResult
 from mlpilot.llm.tools import ToolRunner, ToolSpec, check_arguments, to_openai_tool
 
 __all__ = ["AppAnswer", "AppPipeline", "ChatRequest", "Hit", "Stage", "estimate_tokens", "format_context"]
@@ -277,6 +281,40 @@ class AppPipeline:
 
     def run(self, request: ChatRequest, on_text: Callable[[str], None] | None = None) -> AppAnswer:
         """Answer ``request``. With ``on_text``, the generator streams and every text delta is handed to it."""
+        steps = self._steps(request)
+        step = next(steps)
+        while True:
+            kind, arg, answer = step
+            value = (
+                self._generate(arg[0], arg[1], answer, on_text) if kind == "generate" else self._run_tool(arg, answer)
+            )
+            try:
+                step = steps.send(value)
+            except StopIteration as stop:
+                return cast(AppAnswer, stop.value)
+
+    async def arun(self, request: ChatRequest, on_text: Callable[[str], None], executor: Executor) -> AppAnswer:
+        """:meth:`run` with the generator streamed on the event loop (``astream_chat``); retrieval, token counting
+        and tools, which are CPU or blocking work, still run on ``executor``."""
+        loop = asyncio.get_running_loop()
+        steps = self._steps(request)
+        heavy = self.index is not None or self._count is not estimate_tokens
+        step = await loop.run_in_executor(executor, next, steps) if heavy else next(steps)
+        while True:
+            kind, arg, answer = step
+            if kind == "generate":
+                value: Any = await self._agenerate(arg[0], arg[1], answer, on_text)
+            else:
+                value = await loop.run_in_executor(executor, self._run_tool, arg, answer)
+            try:
+                step = steps.send(value)
+            except StopIteration as stop:
+                return cast(AppAnswer, stop.value)
+
+    def _steps(self, request: ChatRequest) -> cabc.Generator[tuple[str, Any, AppAnswer], Any, AppAnswer]:
+        """The request as steps: yields ``("generate", (messages, kwargs), answer)`` and receives ``(text, calls)``,
+        yields ``("tool", call, answer)`` and receives the tool message; returns the answer. :meth:`run` and
+        :meth:`arun` drive it, each running the steps its way."""
         if self.generator is None:
             raise InvalidArgument(f"this is an {self.spec.type} app: it does not chat")
         started = self._clock()
@@ -302,7 +340,7 @@ class AppPipeline:
                 kwargs["tools"] = offer
                 if request.tool_choice is not None:
                     kwargs["tool_choice"] = request.tool_choice
-            text, calls = self._generate(messages, kwargs, answer, on_text)
+            text, calls = yield "generate", (messages, kwargs), answer
             if not calls:
                 answer.text += text
                 break
@@ -316,7 +354,7 @@ class AppPipeline:
             rounds += 1
             messages = [*messages, {"role": "assistant", "content": text or None, "tool_calls": calls}]
             for call in calls:
-                messages.append(self._run_tool(call, answer))
+                messages.append((yield "tool", call, answer))
         if answer.cost is None and self.spec.pricing is not None:
             answer.cost = self.spec.pricing.cost(answer.input_tokens, answer.output_tokens)
         return answer
@@ -332,8 +370,7 @@ class AppPipeline:
         t0 = self._clock()
         if on_text is None:
             result = self.generator.chat(messages, **kwargs)
-            text, calls, finish = result.text, list(result.tool_calls), result.finish_reason
-            inp, out, backend, model = result.input_tokens, result.output_tokens, result.backend, result.model
+            text = result.text
             if answer.ttft_s is None and text:
                 answer.ttft_s = self._clock() - answer.started
         else:
@@ -349,8 +386,34 @@ class AppPipeline:
             finally:
                 stream.close()
             result = stream.result()
-            text, calls, finish = "".join(pieces), list(result.tool_calls), result.finish_reason
-            inp, out, backend, model = result.input_tokens, result.output_tokens, result.backend, result.model
+            text = "".join(pieces)
+        return self._generated(text, result, answer, t0)
+
+    async def _agenerate(
+        self, messages: list[dict[str, Any]], kwargs: dict[str, Any], answer: AppAnswer, on_text: Callable[[str], None]
+    ) -> tuple[str, list[dict[str, Any]]]:
+        from mlpilot.llm.astream import astream_chat
+
+        t0 = self._clock()
+        stream = astream_chat(self.generator, messages, **kwargs)  # type: ignore[arg-type]
+        pieces: list[str] = []
+        try:
+            async for chunk in stream:
+                if chunk.text:
+                    if answer.ttft_s is None:
+                        answer.ttft_s = self._clock() - answer.started
+                    pieces.append(chunk.text)
+                    on_text(chunk.text)
+        finally:
+            await stream.aclose()
+        return self._generated("".join(pieces), stream.result(), answer, t0)
+
+    def _generated(
+        self, text: str, result: ChatResult, answer: AppAnswer, t0: float
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """Account for one generation in the answer (tokens, backend, finish reason, its span)."""
+        calls, finish = list(result.tool_calls), result.finish_reason
+        inp, out, backend, model = result.input_tokens, result.output_tokens, result.backend, result.model
         t1 = self._clock()
         answer.input_tokens += inp or 0
         answer.output_tokens += out or 0

@@ -26,6 +26,7 @@ import numpy as np
 from mlpilot.blobs import BlobStore
 from mlpilot.errors import InvalidArgument, LoadError, MlpilotError, Unavailable
 from mlpilot.llm.apps import AppSpec, EmbedderSpec, GeneratorSpec, parse_app
+from mlpilot.llm.backends import OpenAIBackend
 from mlpilot.llm.pipeline import AppAnswer, AppPipeline, ChatRequest
 from mlpilot.runtimes.base import Runtime, RuntimeTags
 
@@ -76,8 +77,6 @@ def make_generator(spec: GeneratorSpec) -> Any:
         from mlpilot.llm.local import LocalBackend
 
         return LocalBackend()
-    from mlpilot.llm.backends import OpenAIBackend
-
     assert spec.backend is not None
     return OpenAIBackend(spec.backend)
 
@@ -87,8 +86,6 @@ def make_embedder(spec: EmbedderSpec) -> Any:
         from mlpilot.llm.local import LocalEmbedder
 
         return LocalEmbedder()
-    from mlpilot.llm.backends import OpenAIBackend
-
     assert spec.backend is not None
     return _BackendEmbedder(OpenAIBackend(spec.backend))
 
@@ -212,6 +209,10 @@ class AppRuntime(Runtime):
         pipeline, self.pipeline = self.pipeline, None
         if pipeline is None:
             return
+        if isinstance(pipeline.generator, OpenAIBackend):
+            from mlpilot.llm.astream import aclose
+
+            await aclose(pipeline.generator)
         for closable in (pipeline.generator, pipeline.embedder):
             close = getattr(closable, "close", None)
             if callable(close):
@@ -240,6 +241,10 @@ class AppRuntime(Runtime):
         pipeline = self._pipeline()
         if self.spec.type != "chat":
             raise InvalidArgument("this app serves embeddings only: use /v1/embeddings")
+        if on_text is not None and isinstance(pipeline.generator, OpenAIBackend):
+            # a remote backend streams on the event loop: no worker-thread hop per chunk (retrieval and tools
+            # still run on the executor)
+            return await pipeline.arun(request, on_text, self._executor)
         return await asyncio.get_running_loop().run_in_executor(self._executor, pipeline.run, request, on_text)
 
     async def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
