@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 
-from mlpilot.errors import InferenceError, Unavailable
+from mlpilot.errors import InferenceError
 from mlpilot.llm.backends import (
     SSE_DONE,
     OpenAIBackend,
@@ -28,8 +28,10 @@ from mlpilot.llm.backends import (
     _reserved,
     _Retryable,
     _TruncatedStream,
+    all_failed,
     backoff_delay,
     sse_event,
+    stream_broke,
 )
 from mlpilot.llm.streams import AsyncChatStream, ChatChunk
 
@@ -102,10 +104,7 @@ async def _run(backend: OpenAIBackend, op: Callable[[OpenAIBackend], Awaitable[T
             current = current.fallback
             continue
         return value, current, attempts + sum(f.attempts for f in failures)
-    raise Unavailable(
-        "; ".join(f"backend {f.name!r} unavailable after {f.attempts} attempts: {f.last}" for f in failures),
-        detail={"backends": [{"name": f.name, "attempts": f.attempts, "last_error": f.last} for f in failures]},
-    )
+    raise all_failed(failures)
 
 
 def astream_chat(
@@ -174,11 +173,7 @@ async def _chunks(
             except StopAsyncIteration:
                 event = None
     except (httpx.TransportError, _TruncatedStream) as exc:
-        reason = _describe_transport(exc) if isinstance(exc, httpx.TransportError) else str(exc)
-        raise Unavailable(
-            f"backend {used.spec.name!r}: the stream broke after {count} chunks (not retried): {reason}",
-            detail={"backend": used.spec.name, "chunks": count},
-        ) from exc
+        raise stream_broke(used.spec.name, count, exc) from exc
     except InferenceError as exc:
         raise InferenceError(f"backend {used.spec.name!r}: {exc.message}") from exc
     finally:

@@ -331,6 +331,23 @@ def _sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
     raise _TruncatedStream("the event stream ended without 'data: [DONE]'")
 
 
+def all_failed(failures: Sequence[_Exhausted]) -> Unavailable:
+    """The error when a backend and every fallback gave up."""
+    return Unavailable(
+        "; ".join(f"backend {f.name!r} unavailable after {f.attempts} attempts: {f.last}" for f in failures),
+        detail={"backends": [{"name": f.name, "attempts": f.attempts, "last_error": f.last} for f in failures]},
+    )
+
+
+def stream_broke(backend: str, count: int, exc: Exception) -> Unavailable:
+    """The error when a stream fails after its first chunk (never retried: the caller has seen part of it)."""
+    reason = _describe_transport(exc) if isinstance(exc, httpx.TransportError) else str(exc)
+    return Unavailable(
+        f"backend {backend!r}: the stream broke after {count} chunks (not retried): {reason}",
+        detail={"backend": backend, "chunks": count},
+    )
+
+
 def _reserved(params: Mapping[str, Any], keys: Sequence[str]) -> None:
     taken = sorted(k for k in keys if k in params)
     if taken:
@@ -446,10 +463,7 @@ class OpenAIBackend:
                 backend = backend.fallback
                 continue
             return value, backend, attempts + sum(f.attempts for f in failures)
-        raise Unavailable(
-            "; ".join(f"backend {f.name!r} unavailable after {f.attempts} attempts: {f.last}" for f in failures),
-            detail={"backends": [{"name": f.name, "attempts": f.attempts, "last_error": f.last} for f in failures]},
-        )
+        raise all_failed(failures)
 
     def _post_json(self, path: str, body: Callable[[BackendSpec], dict[str, Any]]) -> Callable[[OpenAIBackend], Any]:
         def op(backend: OpenAIBackend) -> Any:
@@ -582,11 +596,7 @@ class OpenAIBackend:
                 yield chunk
                 event = next(events, None)
         except (httpx.TransportError, _TruncatedStream) as exc:
-            reason = _describe_transport(exc) if isinstance(exc, httpx.TransportError) else str(exc)
-            raise Unavailable(
-                f"backend {backend.spec.name!r}: the stream broke after {count} chunks (not retried): {reason}",
-                detail={"backend": backend.spec.name, "chunks": count},
-            ) from exc
+            raise stream_broke(backend.spec.name, count, exc) from exc
         except InferenceError as exc:
             raise InferenceError(f"backend {backend.spec.name!r}: {exc.message}") from exc
         finally:
