@@ -76,7 +76,7 @@ def test_pause_holds_the_split_resume_continues_promote_and_abort(world: World) 
         ({"analyses": [{"kind": "nope"}]}, ValidationError, "kind"),
         ({"candidate": "iris:1"}, InvalidArgument, "already serves"),
         ({"candidate": "iris:99"}, NotFound, "iris:99"),
-        ({"candidate": "iris-ref:1"}, InvalidArgument, "not a model"),
+        ({"candidate": "iris-ref:1"}, InvalidArgument, "is a dataset, but the baseline serves a model"),
         ({"baseline": "ghost"}, InvalidArgument, "not a live variant"),
         ({"variant": "iris-v1"}, InvalidArgument, "already has variant"),
         ({"release": {"model": "iris:2", "reference": "iris:3"}, "candidate": None}, InvalidArgument, "not a dataset"),
