@@ -205,7 +205,7 @@ class PlatformServer:
         if (
             not self._started
             and scope["type"] == "http"
-            and (scope["path"].startswith("/v2") or scope["path"] == "/metrics")
+            and (scope["path"].startswith(("/v2", "/v1")) or scope["path"] == "/metrics")
         ):
             await self.start()
         await self.http(scope, receive, send)

@@ -143,7 +143,9 @@ class InferenceApp:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
 
             async def event(data: Any) -> None:
-                await send({"type": "http.response.body", "body": sse(data), "more_body": True})
+                """One server-sent event, or several in one write (a list of payloads)."""
+                body = b"".join(sse(d) for d in data) if isinstance(data, list) else sse(data)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
 
             async def close() -> None:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

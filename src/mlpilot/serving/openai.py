@@ -17,6 +17,7 @@ import asyncio
 import base64
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -147,10 +148,15 @@ class OpenAIEdge:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         gone = False
 
+        loop_thread = threading.get_ident()
+
         def on_text(text: str) -> None:
             if gone:
                 raise _ClientGone
-            loop.call_soon_threadsafe(queue.put_nowait, text)
+            if threading.get_ident() == loop_thread:  # a remote backend streams on the loop itself
+                queue.put_nowait(text)
+            else:  # a local model streams from a worker thread
+                loop.call_soon_threadsafe(queue.put_nowait, text)
 
         task = asyncio.ensure_future(app.chat(request, on_text))
         task.add_done_callback(lambda _: queue.put_nowait(_DONE))
@@ -163,9 +169,14 @@ class OpenAIEdge:
         send_event, close = await stream_out(extra)
         chunk = _chunker(oid, created, model, mode, include_usage)
         try:
-            if mode == "chat":
-                await send_event(chunk({"role": "assistant", "content": ""}))
             item = first
+            if mode == "chat":  # the role chunk and the first tokens leave in one write
+                opening = [chunk({"role": "assistant", "content": ""})]
+                if item is not _DONE:
+                    opening.append(chunk({"content": item}))
+                await send_event(opening)
+                if item is not _DONE:
+                    item = await queue.get()
             while item is not _DONE:
                 await send_event(chunk({"content": item} if mode == "chat" else item))
                 item = await queue.get()
