@@ -280,7 +280,8 @@ class AppPipeline:
         return prompt_tokens
 
     def run(self, request: ChatRequest, on_text: Callable[[str], None] | None = None) -> AppAnswer:
-        """Answer ``request``. With ``on_text``, the generator streams and every text delta is handed to it."""
+        """Answer ``request``. With ``on_text``, the generator streams and every text delta is handed to it (an empty
+        string first, when the generator's stream opens)."""
         steps = self._steps(request)
         step = next(steps)
         while True:
@@ -377,7 +378,9 @@ class AppPipeline:
             stream = self.generator.stream_chat(messages, **kwargs)
             pieces: list[str] = []
             try:
-                for chunk in stream:
+                for i, chunk in enumerate(stream):
+                    if i == 0:
+                        on_text("")  # the stream is open: the caller may start its answer (headers, role)
                     if chunk.text:
                         if answer.ttft_s is None:
                             answer.ttft_s = self._clock() - answer.started
@@ -397,8 +400,12 @@ class AppPipeline:
         t0 = self._clock()
         stream = astream_chat(self.generator, messages, **kwargs)  # type: ignore[arg-type]
         pieces: list[str] = []
+        opened = False
         try:
             async for chunk in stream:
+                if not opened:
+                    opened = True
+                    on_text("")  # the stream is open: the caller may start its answer (headers, role)
                 if chunk.text:
                     if answer.ttft_s is None:
                         answer.ttft_s = self._clock() - answer.started

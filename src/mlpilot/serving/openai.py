@@ -169,16 +169,14 @@ class OpenAIEdge:
         send_event, close = await stream_out(extra)
         chunk = _chunker(oid, created, model, mode, include_usage)
         try:
+            # the generator's stream is open (an empty first item) or has its first tokens: answer at once, so
+            # the headers and the role chunk are not on the path of the first token
             item = first
-            if mode == "chat":  # the role chunk and the first tokens leave in one write
-                opening = [chunk({"role": "assistant", "content": ""})]
-                if item is not _DONE:
-                    opening.append(chunk({"content": item}))
-                await send_event(opening)
-                if item is not _DONE:
-                    item = await queue.get()
+            if mode == "chat":
+                await send_event(chunk({"role": "assistant", "content": ""}))
             while item is not _DONE:
-                await send_event(chunk({"content": item} if mode == "chat" else item))
+                if item:
+                    await send_event(chunk({"content": item} if mode == "chat" else item))
                 item = await queue.get()
             late = task.exception()
             if late is not None:
