@@ -259,6 +259,8 @@ class LLMArtifacts:
 
         spec = EmbedderSpec.model_validate({"local": embedder} if isinstance(embedder, str) else dict(embedder))
         corpus = str(documents) if isinstance(documents, str) and not Path(documents).exists() else None
+        if corpus is not None and ("/" in corpus or Path(corpus).suffix.lower() in _CORPUS_SUFFIXES):
+            raise InvalidArgument(f"corpus file {corpus!r} does not exist (nor is it a registered dataset)")
         if corpus is None:
             docs = load_documents(documents)
             frame = pd.DataFrame([{"id": d.id, "text": d.text, **d.metadata} for d in docs])
@@ -328,6 +330,9 @@ class LLMArtifacts:
                 value = json.dumps({"dataset": data_version.ref, "rows": len(rows), "metrics": summary})
                 self.set_tags(session.version.ref, {f"eval/{data_version.ref}": value})  # type: ignore[attr-defined]
         return run
+
+
+_CORPUS_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".md", ".txt")
 
 
 def _row(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from mlpilot.client import Client
-from mlpilot.errors import InvalidArgument
+from mlpilot.errors import InvalidArgument, NotFound
 from tests.helpers import FakeLLMProcess, ServerProcess, run_cli
 
 DOCS_V1 = [
@@ -237,3 +237,10 @@ def test_cli_registers_and_searches(env: Env, tmp_path: Path) -> None:
     bad.write_text(json.dumps({"prompt": "nope-prompt", "generator": env.backend}))
     fail = run_cli("apps", "register", "plain", str(bad), home=env.home, url=env.server.url, check=False)
     assert fail.returncode != 0 and "nope-prompt" in fail.stdout + fail.stderr
+
+
+def test_build_index_names_a_missing_corpus_file(env: Env) -> None:
+    with pytest.raises(InvalidArgument, match=r"corpus file 'nope/kb\.jsonl' does not exist"):
+        env.client.build_index("kb-missing", "nope/kb.jsonl", embedder=env.backend)
+    with pytest.raises(NotFound):
+        env.client.build_index("kb-missing", "no-such-docs:1", embedder=env.backend)
