@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pandas as pd
 import pytest
@@ -244,3 +245,22 @@ def test_build_index_names_a_missing_corpus_file(env: Env) -> None:
         env.client.build_index("kb-missing", "nope/kb.jsonl", embedder=env.backend)
     with pytest.raises(NotFound):
         env.client.build_index("kb-missing", "no-such-docs:1", embedder=env.backend)
+
+
+def test_an_alias_moved_to_an_index_of_another_embedder_is_refused_and_serving_goes_on(env: Env) -> None:
+    c = env.client
+    other = c.build_index("kb", DOCS_V1, embedder={**env.backend, "model": "another-embedder"})
+    assert other.metadata["index"]["embedding"]["name"] == "another-embedder"
+    ready = f"{env.server.url}/v2/health/ready"
+    assert httpx.get(ready).status_code == 200
+    c.set_alias("kb", "prod", other.version)  # the data plane must refuse to load the pair
+    deadline = time.monotonic() + 10
+    while httpx.get(ready).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert httpx.get(ready).status_code == 503  # the refusal is visible …
+    assert _ask(env, "forgot password reset").startswith("According to [password],")  # … and kb:1 still answers
+    c.set_alias("kb", "prod", 1)
+    deadline = time.monotonic() + 10
+    while httpx.get(ready).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert httpx.get(ready).status_code == 200
