@@ -9,11 +9,13 @@ from __future__ import annotations
 import getpass
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mlpilot.blobs import BlobStore
 from mlpilot.clock import Clock, SystemClock
 from mlpilot.deployments import Deployments
+from mlpilot.incidents.service import IncidentService
 from mlpilot.monitors import AlertService, DriftMonitor, FeedbackService, MonitorService, WebhookNotifier
 from mlpilot.registry import Registry
 from mlpilot.rollouts.service import RolloutService
@@ -40,6 +42,7 @@ class Platform:
     alerts: AlertService
     notifier: WebhookNotifier
     rollouts: RolloutService
+    incidents: IncidentService
 
     @property
     def default_actor(self) -> str:
@@ -81,7 +84,16 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
     ms = settings.monitors
     notifier = WebhookNotifier(timeout_s=ms.webhook_timeout_s, on_failure=notify_failed)
     alerts = AlertService(store, feedback, settings.log_root(), clock, notifier, ms.webhooks)
-    monitors = MonitorService(store, registry, feedback, settings.log_root(), clock, evaluate_slos=alerts.evaluate_all)
+    incidents = IncidentService(store, clock)
+
+    def evaluate_slos(now: datetime) -> list[Any]:
+        """The SLOs' alert changes, each fired or escalated alert placed into an incident."""
+        changes = alerts.evaluate_all(now)
+        incidents.on_alerts(changes)
+        incidents.tick(now)
+        return changes
+
+    monitors = MonitorService(store, registry, feedback, settings.log_root(), clock, evaluate_slos=evaluate_slos)
 
     def defaults(deployment: str, actor: str) -> None:
         if ms.defaults_on_deploy:
@@ -91,7 +103,19 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
     deployments = Deployments(store, on_created=defaults)
     rollouts = RolloutService(store, deployments, settings.log_root(), clock)
     return Platform(
-        settings, clock, store, blobs, registry, deployments, feedback, drift, monitors, alerts, notifier, rollouts
+        settings,
+        clock,
+        store,
+        blobs,
+        registry,
+        deployments,
+        feedback,
+        drift,
+        monitors,
+        alerts,
+        notifier,
+        rollouts,
+        incidents,
     )
 
 

@@ -441,6 +441,41 @@ class Alert(Record):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+# ---------------------------------------------------------------------------------------------- incidents
+
+
+class IncidentStatus(str, enum.Enum):
+    """``open`` → ``mitigating`` (an action started) → ``mitigated`` (verified) → ``resolved``."""
+
+    OPEN = "open"
+    MITIGATING = "mitigating"
+    MITIGATED = "mitigated"
+    RESOLVED = "resolved"
+
+
+class Incident(Record):
+    """Symptoms (alerts) of one deployment grouped in time, with a lifecycle (see ``mlpilot.incidents.policy``).
+
+    ``keys`` are the dedup keys of its symptoms (``alert:<deployment>/<slo>``), ``alerts`` the alert ids;
+    ``revision`` grows with every change (compare-and-set)."""
+
+    id: int
+    deployment: str
+    status: IncidentStatus
+    severity: str
+    title: str
+    keys: list[str] = Field(default_factory=list)
+    alerts: list[int] = Field(default_factory=list)
+    opened_at: datetime
+    updated_at: datetime
+    last_signal_at: datetime
+    mitigated_at: datetime | None = None
+    resolved_at: datetime | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    revision: int = 1
+
+
 # ---------------------------------------------------------------------------------------------- rollouts
 
 

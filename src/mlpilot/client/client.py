@@ -41,6 +41,7 @@ from mlpilot.records import (
     Deployment,
     DeploymentSpec,
     Event,
+    Incident,
     Monitor,
     MonitorResult,
     MonitorSpec,
@@ -566,6 +567,28 @@ class Client(LLMArtifacts):
         params: dict[str, Any] = {"limit": limit}
         params.update({k: v for k, v in (("deployment", deployment), ("status", status)) if v is not None})
         return [Alert.model_validate(a) for a in self._json("GET", "/alerts", params=params)]
+
+    # ------------------------------------------------------------------------------------------ incidents
+
+    def incidents(self, deployment: str | None = None, status: str | None = None, limit: int = 100) -> list[Incident]:
+        """Incidents, newest first (``status``: open, mitigating, mitigated or resolved)."""
+        params: dict[str, Any] = {"limit": limit}
+        params.update({k: v for k, v in (("deployment", deployment), ("status", status)) if v is not None})
+        return [Incident.model_validate(i) for i in self._json("GET", "/incidents", params=params)]
+
+    def incident(self, incident_id: int) -> Incident:
+        return Incident.model_validate(self._json("GET", f"/incidents/{incident_id}"))
+
+    def incident_timeline(self, incident_id: int) -> list[Event]:
+        """The incident's events and its deployment's around it, oldest first."""
+        return [Event.model_validate(e) for e in self._json("GET", f"/incidents/{incident_id}/timeline")]
+
+    def ack_incident(self, incident_id: int) -> Incident:
+        return Incident.model_validate(self._json("POST", f"/incidents/{incident_id}/ack"))
+
+    def resolve_incident(self, incident_id: int, reason: str = "") -> Incident:
+        body = {"reason": reason}
+        return Incident.model_validate(self._json("POST", f"/incidents/{incident_id}/resolve", json=body))
 
     # ------------------------------------------------------------------------------------------ rollouts
 

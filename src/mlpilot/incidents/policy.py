@@ -16,13 +16,13 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
 from mlpilot.errors import InvalidArgument
+from mlpilot.records import IncidentStatus
 
 __all__ = [
     "SEVERITIES",
@@ -38,13 +38,6 @@ __all__ = [
 
 #: severities, lowest first
 SEVERITIES = ("info", "ticket", "page")
-
-
-class IncidentStatus(str, enum.Enum):
-    OPEN = "open"
-    MITIGATING = "mitigating"
-    MITIGATED = "mitigated"
-    RESOLVED = "resolved"
 
 
 #: (from, event) -> to

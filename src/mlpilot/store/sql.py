@@ -38,6 +38,7 @@ from mlpilot.records import (
     Event,
 )
 from mlpilot.store import tables as t
+from mlpilot.store.incidents import IncidentsMixin
 from mlpilot.store.mixin import utc
 from mlpilot.store.monitoring import MonitoringMixin
 from mlpilot.store.observations import ObservationsMixin
@@ -84,7 +85,7 @@ def create_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
         ) from exc
 
 
-class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin):
+class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin, IncidentsMixin):
     """Persistence of artifacts, aliases, events and deployments.
 
     Args:

@@ -224,6 +224,28 @@ alerts = Table(
     Index("ix_alerts_deployment_fired", "deployment", "fired_at"),
 )
 
+# One row per incident: alerts of one deployment grouped in time (see mlpilot.incidents.policy).
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("deployment", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("title", String(512), nullable=False),
+    Column("keys", Json, nullable=False),
+    Column("alerts", Json, nullable=False),
+    Column("opened_at", Ts, nullable=False),
+    Column("updated_at", Ts, nullable=False),
+    Column("last_signal_at", Ts, nullable=False),
+    Column("mitigated_at", Ts, nullable=True),
+    Column("resolved_at", Ts, nullable=True),
+    Column("acknowledged_by", String(256), nullable=True),
+    Column("acknowledged_at", Ts, nullable=True),
+    Column("revision", Integer, nullable=False),
+    Index("ix_incidents_deployment_status", "deployment", "status"),
+)
+
 # One row per rollout; at most one active rollout per deployment, enforced by ``active_key`` (NULL once settled).
 rollouts = Table(
     "rollouts",
@@ -277,6 +299,7 @@ __all__ = [
     "deployments",
     "events",
     "feedback",
+    "incidents",
     "lineage",
     "log_segments",
     "metadata",
