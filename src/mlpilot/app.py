@@ -84,7 +84,7 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
     ms = settings.monitors
     notifier = WebhookNotifier(timeout_s=ms.webhook_timeout_s, on_failure=notify_failed)
     alerts = AlertService(store, feedback, settings.log_root(), clock, notifier, ms.webhooks)
-    incidents = IncidentService(store, clock)
+    incidents = IncidentService(store, clock, notifier=notifier, webhooks=ms.webhooks)
 
     def evaluate_slos(now: datetime) -> list[Any]:
         """The SLOs' alert changes, each fired or escalated alert placed into an incident."""

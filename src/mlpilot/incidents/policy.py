@@ -109,6 +109,7 @@ class Placement:
     incident: int | None
     severity: str
     reason: str
+    escalated: bool = False  # the incident's severity went up
 
 
 def place(signal: Signal, incidents: Iterable[IncidentState], group_window: timedelta) -> Placement:
@@ -124,7 +125,8 @@ def place(signal: Signal, incidents: Iterable[IncidentState], group_window: time
     for inc in live:
         if signal.key in inc.keys:
             reason = f"{signal.key} is already part of incident {inc.id}"
-            return Placement("duplicate", inc.id, higher(inc.severity, signal.severity), reason)
+            severity = higher(inc.severity, signal.severity)
+            return Placement("duplicate", inc.id, severity, reason, escalated=severity != inc.severity)
     for inc in live:
         if signal.at - inc.last_signal_at > group_window:
             continue
@@ -134,7 +136,8 @@ def place(signal: Signal, incidents: Iterable[IncidentState], group_window: time
             f"{signal.key} on {signal.deployment} {gap.total_seconds():.0f} s after incident {inc.id}'s last symptom"
             + (" (a relapse after mitigation)" if action == "reopen" else "")
         )
-        return Placement(action, inc.id, higher(inc.severity, signal.severity), reason)
+        severity = higher(inc.severity, signal.severity)
+        return Placement(action, inc.id, severity, reason, escalated=severity != inc.severity)
     reason = f"no unresolved incident of {signal.deployment} within {group_window} of {signal.key}"
     return Placement("open", None, signal.severity, reason)
 

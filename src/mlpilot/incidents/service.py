@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from mlpilot.clock import Clock
 from mlpilot.errors import InvalidArgument
 from mlpilot.incidents.policy import IncidentState, Signal, quiet_enough, transition
+from mlpilot.monitors.notify import WebhookNotifier
 from mlpilot.records import Alert, Event, Incident, IncidentStatus
 from mlpilot.store import Store
 
@@ -42,11 +43,26 @@ class IncidentService:
         *,
         group_window: timedelta = timedelta(minutes=30),
         quiet: timedelta = timedelta(minutes=15),
+        notifier: WebhookNotifier | None = None,
+        webhooks: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.clock = clock
         self.group_window = group_window
         self.quiet = quiet
+        self.notifier = notifier
+        self.webhooks = list(webhooks)
+
+    def _notify(self, action: str, incident: Incident, detail: str = "") -> None:
+        """``incident.<action>`` to the webhooks (opened, reopened, escalated, mitigating, mitigated, resolved)."""
+        if self.notifier is not None and self.webhooks:
+            payload = {
+                "type": f"incident.{action}",
+                "deployment": incident.deployment,
+                "detail": detail,
+                "incident": incident.model_dump(mode="json"),
+            }
+            self.notifier.send(self.webhooks, payload)
 
     def on_alerts(self, changes: Iterable[object]) -> list[Incident]:
         """Place every fired or escalated alert (``AlertChange`` s from the SLO evaluation) into an incident."""
@@ -54,7 +70,11 @@ class IncidentService:
         for change in changes:
             action, alert = getattr(change, "action", None), getattr(change, "alert", None)
             if action in ("fired", "escalated") and isinstance(alert, Alert):
-                incident, _ = self.store.place_signal(alert_signal(alert), self.group_window, ACTOR, alert.id)
+                incident, placement = self.store.place_signal(alert_signal(alert), self.group_window, ACTOR, alert.id)
+                if placement.action in ("open", "reopen"):
+                    self._notify("opened" if placement.action == "open" else "reopened", incident, placement.reason)
+                elif placement.escalated:
+                    self._notify("escalated", incident, placement.reason)
                 out.append(incident)
         return out
 
@@ -101,9 +121,11 @@ class IncidentService:
             values["mitigated_at"] = now
         if to is IncidentStatus.RESOLVED:
             values["resolved_at"] = now
-        return self.store.update_incident(
+        moved = self.store.update_incident(
             incident_id, cur.revision, actor, f"incident.{to.value}", {"event": event, "reason": reason}, **values
         )
+        self._notify(to.value if to is not IncidentStatus.OPEN else "reopened", moved, reason)
+        return moved
 
     def resolve(self, incident_id: int, actor: str, reason: str = "") -> Incident:
         return self.move(incident_id, "resolve", actor, reason or f"resolved by {actor}")

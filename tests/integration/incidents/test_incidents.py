@@ -4,6 +4,7 @@ auto-resolved when quiet, resolved by hand; each with a timeline of related even
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,10 +16,12 @@ from mlpilot.clock import VirtualClock
 from mlpilot.errors import InvalidArgument
 from mlpilot.incidents.service import IncidentService
 from mlpilot.monitors.alerts import AlertChange
+from mlpilot.monitors.notify import WebhookNotifier
 from mlpilot.records import Alert, IncidentStatus
 from mlpilot.store import Store
 from tests.factories import iris_frame
 from tests.helpers import run_cli
+from tests.integration.monitors.test_alerts import Receiver
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
 
@@ -37,11 +40,19 @@ def alert(id: int, slo: str, minutes: float, severity: str = "ticket", deploymen
     )
 
 
-def test_service_groups_alerts_and_resolves_quiet_mitigated_incidents(tmp_path: Path) -> None:
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()  # a real webhook endpoint on 127.0.0.1
+    yield r
+    r.close()
+
+
+def test_service_groups_alerts_and_resolves_quiet_mitigated_incidents(tmp_path: Path, receiver: Receiver) -> None:
     clock = VirtualClock(T0)
     store = Store.from_url(f"sqlite:///{tmp_path / 's.db'}", clock)
     store.migrate()
-    svc = IncidentService(store, clock)
+    notifier = WebhookNotifier(timeout_s=5)
+    svc = IncidentService(store, clock, notifier=notifier, webhooks=[receiver.url])
     opened = svc.on_alerts(
         [
             AlertChange("fired", alert(1, "availability", 0)),

@@ -46,7 +46,8 @@ def test_a_first_signal_opens_an_incident() -> None:
 
 def test_the_same_alert_again_is_a_duplicate_and_may_escalate() -> None:
     p = place(sig(severity="page", minutes=90), [inc()], WINDOW)  # a duplicate however late
-    assert (p.action, p.incident, p.severity) == ("duplicate", 1, "page")
+    assert (p.action, p.incident, p.severity, p.escalated) == ("duplicate", 1, "page", True)
+    assert not place(sig(minutes=1), [inc()], WINDOW).escalated
 
 
 def test_another_symptom_of_the_same_deployment_joins_within_the_window() -> None:
