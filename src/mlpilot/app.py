@@ -7,6 +7,7 @@ constructor. Importing this module has no side effects.
 from __future__ import annotations
 
 import getpass
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,9 @@ from mlpilot.store import Store
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+
+log = logging.getLogger("mlpilot.app")
 
 
 @dataclass
@@ -89,8 +93,11 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
     def evaluate_slos(now: datetime) -> list[Any]:
         """The SLOs' alert changes, each fired or escalated alert placed into an incident."""
         changes = alerts.evaluate_all(now)
-        incidents.on_alerts(changes)
-        incidents.tick(now)
+        try:
+            incidents.on_alerts(changes)
+            incidents.tick(now)
+        except Exception:  # the alerts stand (stored and notified); a broken incident store must not stop them
+            log.exception("placing alerts into incidents")
         return changes
 
     monitors = MonitorService(store, registry, feedback, settings.log_root(), clock, evaluate_slos=evaluate_slos)

@@ -107,3 +107,23 @@ def test_api_and_cli(tmp_path: Path) -> None:
     assert again.returncode != 0 and "it is closed" in again.stdout + again.stderr
     missing = run_cli("incidents", "show", "999", home=home, check=False)
     assert missing.returncode != 0 and "no incident 999" in missing.stdout + missing.stderr
+
+
+def test_a_failure_placing_incidents_does_not_stop_the_slo_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mlpilot.app import build_platform
+    from mlpilot.settings import Settings
+
+    platform = build_platform(Settings(home=tmp_path / "home"))
+    try:
+
+        def broken(changes: object) -> list[object]:
+            raise RuntimeError("incident store down")
+
+        monkeypatch.setattr(platform.incidents, "on_alerts", broken)
+        assert platform.monitors.evaluate_slos is not None
+        assert platform.monitors.evaluate_slos(datetime.now(timezone.utc)) == []  # no SLOs: no changes, no raise
+        assert "placing alerts into incidents" in caplog.text and "incident store down" in caplog.text
+    finally:
+        platform.close()
