@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from mlpilot.llm.evals import groundedness, has_citation, is_empty, is_refusal
 from mlpilot.llm.pipeline import QUERY_PROJECTION_DIMS, AppAnswer, ChatRequest
 
 __all__ = ["answer_outputs", "chat_inputs"]
@@ -47,8 +48,6 @@ def chat_inputs(request: ChatRequest, answer: AppAnswer | None) -> dict[str, np.
 
 
 def answer_outputs(answer: AppAnswer, app: Any) -> dict[str, np.ndarray]:
-    from mlpilot.llm.evals import groundedness, has_citation, is_empty, is_refusal
-
     stage_s: dict[str, float] = {}
     for stage in answer.stages:
         key = "retrieve" if stage.name in ("embed", "retrieve") else stage.name

@@ -70,7 +70,6 @@ class OpenAIEdge:
 
     def _app(self, model: str, sticky: str | None) -> tuple[LoadedDeployment, LoadedVariant, AppRuntime]:
         name, _, pin = model.partition(":")
-        d = self.dp.deployment(name)
         d, lv = self.dp.choose(name, pin or None, sticky)
         if not isinstance(lv.runtime, AppRuntime):
             raise InvalidArgument(
