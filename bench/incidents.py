@@ -42,7 +42,9 @@ def main() -> int:
     card["wall_seconds"] = round(wall, 1)
     card["workers"] = a.workers
     print(json.dumps(card, indent=2, default=str))
-    print(f"\n{'scenario':34s} {'runs':>4s} {'det':>5s} {'page':>5s} {'ac@1':>5s} {'ac@3':>5s} {'baro':>5s} {'acts':>4s} {'mit':>4s}")
+    print(
+        f"\n{'scenario':34s} {'runs':>4s} {'det':>5s} {'page':>5s} {'ac@1':>5s} {'ac@3':>5s} {'baro':>5s} {'acts':>4s} {'mit':>4s}"
+    )
     for row in per_scenario(results):
         f = lambda v: "  -  " if v is None else f"{v:5.2f}"  # noqa: E731
         print(
@@ -61,8 +63,10 @@ def main() -> int:
             if bad_rca or missed or harmful or (r.control and r.paged):
                 verdict = r.diagnosis_dict["verdict"] if r.diagnosis_dict else None
                 acts = [(a.minute - r.fault_minute, a.action.kind, a.helped) for a in r.actions]
-                print(f"  {r.scenario}/{r.severity}/{r.seed}: truth={r.truth} top={top} verdict={verdict} "
-                      f"detected={r.detected_minute and r.detected_minute - r.fault_minute} paged={r.paged} acts={acts}")
+                print(
+                    f"  {r.scenario}/{r.severity}/{r.seed}: truth={r.truth} top={top} verdict={verdict} "
+                    f"detected={r.detected_minute and r.detected_minute - r.fault_minute} paged={r.paged} acts={acts}"
+                )
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"scorecard": card, "scenarios": per_scenario(results)}, indent=2, default=str))

@@ -32,6 +32,7 @@ CONTROL_PLANE = {
     "monitors",
     "rollouts",
     "incidents",
+    "sim",
     "__main__",
 }
 

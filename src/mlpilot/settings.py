@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -111,6 +111,28 @@ class LLMPrice(BaseModel):
     output_per_million: float = Field(ge=0)
 
 
+class IncidentSettings(BaseModel):
+    """Incidents, RCA and healing (see ``mlpilot.incidents`` and docs/incidents.md)."""
+
+    #: diagnose every incident when it opens or a new symptom joins it (the deterministic RCA engine).
+    rca: bool = True
+    #: the default healing mode of deployments without their own policy: observe, suggest or auto.
+    healing_mode: str = "suggest"
+    #: the least confidence of a diagnosis an automatic action needs.
+    min_confidence: float = 0.7
+    #: seconds after an action before it is verified on the symptom (undone if it did not help).
+    verify_after_s: float = 300.0
+    #: seconds between two automatic actions on one deployment.
+    cooldown_s: float = 600.0
+
+    @field_validator("healing_mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        if v not in ("observe", "suggest", "auto"):
+            raise ValueError(f"healing_mode must be observe, suggest or auto, got {v!r}")
+        return v
+
+
 class LLMSettings(BaseModel):
     """LLM apps (see docs/llm.md)."""
 
@@ -139,6 +161,7 @@ class Settings(BaseSettings):
     monitors: MonitorSettings = Field(default_factory=MonitorSettings)
     rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
 
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{(self.home / 'mlpilot.db').resolve()}"

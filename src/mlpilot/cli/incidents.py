@@ -1,4 +1,4 @@
-"""``mlpilot incidents list|show|ack|resolve``."""
+"""``mlpilot incidents list|show|ack|resolve|diagnose|approve|reject|policy``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import typer
 
 from mlpilot.cli.context import client
 from mlpilot.cli.output import console, emit, print_json, table, ts
+from mlpilot.errors import NotFound
 
 incidents = typer.Typer(
     help="Incidents: alerts of a deployment grouped in time, with a lifecycle.", no_args_is_help=True
@@ -74,6 +75,138 @@ def incidents_show(ctx: typer.Context, incident_id: int = typer.Argument(...), a
         "timeline",
         ["#", "time", "action", "subject", "by"],
         [[e.id, ts(e.ts), e.action, e.subject, e.actor] for e in timeline],
+    )
+    try:
+        d = c.incident_diagnosis(incident_id)
+    except NotFound:
+        return
+    _print_diagnosis(d)
+    _print_remediations(c.incident_remediations(incident_id))
+
+
+def _print_diagnosis(d: dict[str, Any]) -> None:
+    console.print(f"[bold]diagnosis[/bold]: {d.get('verdict')} — {d.get('summary', '')}", soft_wrap=True)
+    table(
+        "hypotheses",
+        ["#", "cause", "component", "confidence", "evidence", "suggested remediation"],
+        [
+            [
+                i + 1,
+                h["cause"],
+                h["component"],
+                f"{h['confidence']:.2f}",
+                ", ".join(h["evidence"][:4]),
+                (h["suggestion"] or {}).get("action", "") + " " + (h["suggestion"] or {}).get("target", ""),
+            ]
+            for i, h in enumerate(d.get("hypotheses", [])[:5])
+        ],
+    )
+    cited = {r for h in d.get("hypotheses", [])[:3] for r in h["evidence"]}
+    for e in d.get("evidence", []):
+        if e["ref"] in cited:
+            console.print(f"  [{e['ref']}] {e['summary']}", soft_wrap=True)
+
+
+def _print_remediations(items: list[dict[str, Any]]) -> None:
+    if not items:
+        return
+    table(
+        "remediations",
+        ["id", "state", "action", "target", "why", "verification"],
+        [
+            [
+                r["id"],
+                r.get("state", ""),
+                r["action"]["kind"],
+                r["action"]["target"],
+                (r.get("decision") or {}).get("reason", ""),
+                (r.get("verification") or {}).get("reason", ""),
+            ]
+            for r in items
+        ],
+    )
+
+
+@incidents.command("diagnose")
+def incidents_diagnose(ctx: typer.Context, incident_id: int = typer.Argument(...), as_json: bool = JSON_OPT) -> None:
+    """Run root-cause analysis on an incident now and show the ranked hypotheses with their evidence."""
+    emit(client(ctx).diagnose_incident(incident_id), as_json, _print_diagnosis)
+
+
+@incidents.command("approve")
+def incidents_approve(ctx: typer.Context, incident_id: int = typer.Argument(...), as_json: bool = JSON_OPT) -> None:
+    """Run the incident's suggested remediation (then verified, and undone if it does not help)."""
+    emit(
+        client(ctx).approve_remediation(incident_id),
+        as_json,
+        lambda r: console.print(f"remediation {r['id']} of incident {incident_id}: {r['state']}"),
+    )
+
+
+@incidents.command("reject")
+def incidents_reject(
+    ctx: typer.Context,
+    incident_id: int = typer.Argument(...),
+    reason: str = typer.Option("", "--reason"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Turn down the incident's suggested remediation."""
+    emit(
+        client(ctx).reject_remediation(incident_id, reason),
+        as_json,
+        lambda r: console.print(f"remediation {r['id']} of incident {incident_id}: {r['state']}"),
+    )
+
+
+@incidents.command("policy")
+def incidents_policy(
+    ctx: typer.Context,
+    deployment: str = typer.Argument(...),
+    mode: str | None = typer.Option(None, "--mode", help="observe, suggest or auto"),
+    min_confidence: float | None = typer.Option(None, "--min-confidence"),
+    max_actions_per_hour: int | None = typer.Option(None, "--max-actions-per-hour"),
+    cooldown_s: float | None = typer.Option(None, "--cooldown-s"),
+    max_blast_radius: float | None = typer.Option(None, "--max-blast-radius"),
+    approval: list[str] | None = typer.Option(None, "--approval", help="an action that always waits for approval"),
+    verify_after_s: float | None = typer.Option(None, "--verify-after-s"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Show a deployment's healing policy, or change it with options."""
+    c = client(ctx)
+    fields = {
+        k: v
+        for k, v in {
+            "mode": mode,
+            "min_confidence": min_confidence,
+            "max_actions_per_hour": max_actions_per_hour,
+            "cooldown_s": cooldown_s,
+            "max_blast_radius": max_blast_radius,
+            "approval": approval or None,
+            "verify_after_s": verify_after_s,
+        }.items()
+        if v is not None
+    }
+    if fields:
+        current = c.healing_policy(deployment)
+        keep = {
+            k: current[k]
+            for k in (
+                "mode",
+                "min_confidence",
+                "max_actions_per_hour",
+                "cooldown_s",
+                "max_blast_radius",
+                "approval",
+                "verify_after_s",
+            )
+        }
+        policy = c.set_healing_policy(deployment, **{**keep, **fields})
+    else:
+        policy = c.healing_policy(deployment)
+    emit(
+        policy,
+        as_json,
+        lambda p: table("healing policy of " + deployment, ["field", "value"], [[k, v] for k, v in p.items()]),
     )
 
 

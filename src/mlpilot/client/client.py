@@ -586,6 +586,31 @@ class Client(LLMArtifacts):
     def ack_incident(self, incident_id: int) -> Incident:
         return Incident.model_validate(self._json("POST", f"/incidents/{incident_id}/ack"))
 
+    def incident_diagnosis(self, incident_id: int) -> dict[str, Any]:
+        """The latest diagnosis: verdict, ranked hypotheses with evidence refs and suggested remediations."""
+        return dict(self._json("GET", f"/incidents/{incident_id}/diagnosis"))
+
+    def diagnose_incident(self, incident_id: int) -> dict[str, Any]:
+        """Run the RCA engine on the incident now."""
+        return dict(self._json("POST", f"/incidents/{incident_id}/diagnose"))
+
+    def incident_remediations(self, incident_id: int) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/incidents/{incident_id}/remediations"))
+
+    def approve_remediation(self, incident_id: int) -> dict[str, Any]:
+        """Run the incident's suggested remediation (verified, and undone if it does not help)."""
+        return dict(self._json("POST", f"/incidents/{incident_id}/approve"))
+
+    def reject_remediation(self, incident_id: int, reason: str = "") -> dict[str, Any]:
+        return dict(self._json("POST", f"/incidents/{incident_id}/reject", json={"reason": reason}))
+
+    def healing_policy(self, deployment: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/deployments/{deployment}/healing"))
+
+    def set_healing_policy(self, deployment: str, **fields: Any) -> dict[str, Any]:
+        """E.g. ``set_healing_policy("fraud", mode="auto", min_confidence=0.8)``."""
+        return dict(self._json("PUT", f"/deployments/{deployment}/healing", json=fields))
+
     def resolve_incident(self, incident_id: int, reason: str = "") -> Incident:
         body = {"reason": reason}
         return Incident.model_validate(self._json("POST", f"/incidents/{incident_id}/resolve", json=body))

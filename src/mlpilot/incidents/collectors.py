@@ -21,13 +21,29 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from mlpilot.incidents.evidence import Case, Evidence
 from mlpilot.incidents.slices import find_slices
 
-__all__ = ["COLLECTORS", "collect", "split", "symptom_values"]
+__all__ = ["COLLECTORS", "collect", "nanmean", "split", "symptom_values"]
+
+
+def _quiet(fn: Any) -> Any:
+    def wrapped(x: Any, *args: Any, **kwargs: Any) -> Any:
+        a = np.asarray(x, dtype=float)
+        if a.size == 0 or np.isnan(a).all():
+            return float("nan")
+        return fn(a, *args, **kwargs)
+
+    return wrapped
+
+
+#: NaN-ignoring statistics that return NaN (instead of warning) when there is nothing to summarise
+nanmean, nanstd, nanmedian, nanquantile = (_quiet(f) for f in (np.nanmean, np.nanstd, np.nanmedian, np.nanquantile))
 
 MINUTE = np.timedelta64(60, "s")
 
@@ -102,7 +118,6 @@ def changepoint(case: Case) -> list[Evidence]:
     y = series[ok]
     if len(y) < 8:
         return []
-    n = len(y)
     best_k, best = mean_shift(y)
     total_ss = float(np.sum((y - np.mean(y)) ** 2))
     before, after = y[:best_k], y[best_k:]
@@ -173,7 +188,7 @@ def ramp_width(y: np.ndarray, k: int, widths: Sequence[int] = (1, 3, 6, 10, 15, 
     """How many points the change around ``k`` takes: the ramp width (from ``widths``) whose piecewise-linear fit
     (flat, linear ramp ending at the new level, flat) leaves the least squared error."""
     n = len(y)
-    best, best_w = np.inf, 1
+    errs: dict[int, float] = {}
     for w in widths:
         for end in range(max(k - w // 2, 1), min(k + w // 2 + 1, n)):
             begin = max(end - w, 0)
@@ -182,10 +197,12 @@ def ramp_width(y: np.ndarray, k: int, widths: Sequence[int] = (1, 3, 6, 10, 15, 
             fit[:begin] = a
             fit[begin:end] = np.linspace(a, b, end - begin + 1)[1:] if end > begin else b
             fit[end:] = b
-            err = float(np.sum((y - fit) ** 2))
-            if err < best - 1e-12:
-                best, best_w = err, w
-    return best_w
+            errs[w] = min(errs.get(w, np.inf), float(np.sum((y - fit) ** 2)))
+    if not errs:
+        return 1
+    best = min(errs.values())
+    # the narrowest ramp that fits about as well as the best one (a ramp can always bend to a little noise)
+    return min(w for w, e in errs.items() if e <= best * 1.03 + 1e-12)
 
 
 def _z_rate(a: np.ndarray, b: np.ndarray) -> float:
@@ -213,8 +230,8 @@ def variant_comparison(case: Case, onset: datetime) -> list[Evidence]:
     for v in names:
         mine = var_after == v
         z = _z_rate(vals[mine], vals[~mine])
-        m_v, m_o = np.nanmean(vals[mine]) if mine.any() else np.nan, np.nanmean(vals[~mine])
-        base = np.nanmean(vb[var_before == v]) if (var_before == v).any() else np.nan
+        m_v, m_o = nanmean(vals[mine]) if mine.any() else np.nan, nanmean(vals[~mine])
+        base = nanmean(vb[var_before == v]) if (var_before == v).any() else np.nan
         share = float(mine.mean())
         out.append(
             Evidence(
@@ -236,7 +253,9 @@ def _ks(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) == 0 or len(b) == 0:
         return 0.0
     grid = np.concatenate([a, b])
-    return float(np.max(np.abs(np.searchsorted(a, grid, "right") / len(a) - np.searchsorted(b, grid, "right") / len(b))))
+    return float(
+        np.max(np.abs(np.searchsorted(a, grid, "right") / len(a) - np.searchsorted(b, grid, "right") / len(b)))
+    )
 
 
 def _features(case: Case) -> list[str]:
@@ -297,14 +316,17 @@ def feature_drift(case: Case, onset: datetime) -> list[Evidence]:
             flagged = ~a.astype(str).isin(known).to_numpy() | a.isna().to_numpy()
             uniq_b, uniq_a = len(pb) / max(len(bc), 1), len(pa) / max(len(ac), 1)
             data.update(
-                tv=stat, unseen=float(np.mean(~ac.isin(known))), allowed=sorted(known)[:50], outside=float(np.mean(flagged))
+                tv=stat,
+                unseen=float(np.mean(~ac.isin(known))),
+                allowed=sorted(known)[:50],
+                outside=float(np.mean(flagged)),
             )
         stat = max(stat, abs(null_a - null_b))
         impact, impact_z = 0.0, 0.0
         if flagged.sum() >= 5 and (~flagged).any():
             fv, nv = sym[flagged], sym[~flagged]
             if np.isfinite(fv).any() and np.isfinite(nv).any():
-                impact = float(np.nanmean(fv) - np.nanmean(nv))
+                impact = float(nanmean(fv) - nanmean(nv))
                 impact_z = _z_rate(fv, nv)
         data["impact"] = impact
         data["impact_z"] = impact_z
@@ -330,7 +352,8 @@ def feature_drift(case: Case, onset: datetime) -> list[Evidence]:
 
 def _drift_kind(d: dict[str, object], numeric: bool) -> str:
     null_jump = float(d["null_after"]) - float(d["null_before"])  # type: ignore[arg-type]
-    if null_jump > 0.05:
+    null_before = float(d["null_before"])  # type: ignore[arg-type]
+    if null_jump > 0.05 or (null_jump > 0.01 and null_jump > 2 * null_before):
         return "nulls"
     if not numeric:
         return "encoding" if float(d.get("unseen", 0.0)) > 0.05 else "distribution"  # type: ignore[arg-type]
@@ -350,7 +373,7 @@ def slices(case: Case, onset: datetime, k: int = 3) -> list[Evidence]:
     vals = symptom_values(after, case.symptom.kind)
     ok = ~np.isnan(vals)
     if case.symptom.kind == "latency" and ok.any():
-        vals = (vals > np.nanquantile(vals, 0.9)).astype(float)
+        vals = (vals > nanquantile(vals, 0.9)).astype(float)
     cols = list(case.segments or [])
     if not cols:
         cols = [c for c in _features(case) if c in after and not pd.api.types.is_numeric_dtype(after[c].dtype)]
@@ -362,7 +385,10 @@ def slices(case: Case, onset: datetime, k: int = 3) -> list[Evidence]:
     found = find_slices(after[ok].reset_index(drop=True), vals[ok], cols, k=k, max_level=2)
     out = []
     for i, s in enumerate(found):
-        comps = [f"variant:{v}" if c == "variant" else f"feature:{c[3:] if c.startswith('in.') else c}" for c, v in s.predicates]
+        comps = [
+            f"variant:{v}" if c == "variant" else f"feature:{c[3:] if c.startswith('in.') else c}"
+            for c, v in s.predicates
+        ]
         comp = next((c for c in comps if c.startswith("variant:")), comps[0])
         out.append(
             Evidence(
@@ -389,10 +415,10 @@ def stage_latency(case: Case, onset: datetime) -> list[Evidence]:
             continue
         stage = m.group(1)
         b, a = before[col].to_numpy(dtype=float), after[col].to_numpy(dtype=float)
-        mb, ma = float(np.nanmean(b)), float(np.nanmean(a))
+        mb, ma = float(nanmean(b)), float(nanmean(a))
         if not np.isfinite(mb) or not np.isfinite(ma):
             continue
-        total_a = float(np.nanmean(after["latency_s"])) if "latency_s" in after else ma
+        total_a = float(nanmean(after["latency_s"])) if "latency_s" in after else ma
         z = _z_rate(a, b)
         comp = comps.get(stage, f"dependency:{stage}")
         out.append(
@@ -409,7 +435,11 @@ def stage_latency(case: Case, onset: datetime) -> list[Evidence]:
     return out
 
 
-_NORMALISE = [(re.compile(r"0x[0-9a-f]+|\b[0-9a-f]{8,}\b"), "X"), (re.compile(r"\d+(\.\d+)?"), "N"), (re.compile(r"'[^']*'"), "'…'")]
+_NORMALISE = [
+    (re.compile(r"0x[0-9a-f]+|\b[0-9a-f]{8,}\b"), "X"),
+    (re.compile(r"\d+(\.\d+)?"), "N"),
+    (re.compile(r"'[^']*'"), "'…'"),
+]
 
 
 def error_template(message: str) -> str:
@@ -483,7 +513,7 @@ def resources(case: Case, onset: datetime) -> list[Evidence]:
                 "resource:request_rate",
                 "resource",
                 f"traffic:{case.deployment}",
-                f"requests per minute {rate_b:.0f} → {rate_a:.0f} ({ratio:.2f}×)",
+                f"requests per minute {rate_b:.0f} → {rate_a:.0f} ({ratio:.2f}x)",
                 effect=max(ratio - 1.0, 0.0) / 0.5,
                 specificity=0.7,
                 data={"before": rate_b, "after": rate_a, "ratio": ratio},
@@ -503,7 +533,7 @@ def resources(case: Case, onset: datetime) -> list[Evidence]:
             d = np.diff(v)
             drops = d < -100.0  # a restart frees the memory: not a change of the growth rate
             d = np.where(drops, np.nan, d)
-            d = np.where(np.isnan(d), np.nanmedian(d), d)
+            d = np.where(np.isnan(d), nanmedian(d), d)
             k, _ = mean_shift(d)
             s_pre, s_post = float(np.mean(d[:k])), float(np.mean(d[k:]))
             noise = float(np.std(d[:k])) or 1.0
@@ -560,10 +590,10 @@ def llm_signals(case: Case, onset: datetime) -> list[Evidence]:
         if new.empty:
             continue
         rows_new = after[col].astype(str).isin(set(new.unique()))
-        mb = float(np.nanmean(before[metric].to_numpy(dtype=float)))
-        mn = float(np.nanmean(after.loc[rows_new, metric].to_numpy(dtype=float)))
+        mb = float(nanmean(before[metric].to_numpy(dtype=float)))
+        mn = float(nanmean(after.loc[rows_new, metric].to_numpy(dtype=float)))
         worse = (mn - mb) if metric == "llm.tool_errors" else (mb - mn)
-        sd = float(np.nanstd(before[metric].to_numpy(dtype=float))) or 0.05
+        sd = float(nanstd(before[metric].to_numpy(dtype=float))) or 0.05
         name = (
             _first(case, "llm.backend", "primary")
             if kind == "provider"
@@ -592,10 +622,10 @@ def llm_signals(case: Case, onset: datetime) -> list[Evidence]:
                     f"llm:{metric[4:]}",
                     "llm",
                     f"{comp}:{name}",
-                    f"{metric[4:]} {np.nanmean(b):.3g} → {np.nanmean(a):.3g} (z={-z:.1f})",
+                    f"{metric[4:]} {nanmean(b):.3g} → {nanmean(a):.3g} (z={-z:.1f})",
                     effect=max(z, 0.0) / 8.0,
                     specificity=0.4,
-                    data={"metric": metric[4:], "before": float(np.nanmean(b)), "after": float(np.nanmean(a)), "z": -z},
+                    data={"metric": metric[4:], "before": float(nanmean(b)), "after": float(nanmean(a)), "z": -z},
                 )
             )
     return out
@@ -618,11 +648,18 @@ def labels(case: Case, onset: datetime) -> list[Evidence]:
     z_label = (lr_a - lr_b) / se
     se_p = np.sqrt(pr_b * (1 - pr_b) / max(len(pa), 1) + 1e-9)
     z_pred = (pr_a - pr_b) / se_p
-    data = {"label_rate_before": lr_b, "label_rate_after": lr_a, "pred_rate_before": pr_b, "pred_rate_after": pr_a}
+    data: dict[str, Any] = {
+        "label_rate_before": lr_b,
+        "label_rate_after": lr_a,
+        "pred_rate_before": pr_b,
+        "pred_rate_after": pr_a,
+    }
+    het, where = _label_shift_heterogeneity(case, before, after, pos, lr_a - lr_b)
+    data["shift_heterogeneity"], data["shift_feature"] = het, where
     if "score" in case.frame:
         sb, sa = before["score"].to_numpy(dtype=float), after["score"].to_numpy(dtype=float)
-        data["estimated_acc_before"] = float(np.nanmean(np.maximum(sb, 1 - sb)))
-        data["estimated_acc_after"] = float(np.nanmean(np.maximum(sa, 1 - sa)))
+        data["estimated_acc_before"] = float(nanmean(np.maximum(sb, 1 - sb)))
+        data["estimated_acc_after"] = float(nanmean(np.maximum(sa, 1 - sa)))
     return [
         Evidence(
             "labels:rate",
@@ -635,6 +672,36 @@ def labels(case: Case, onset: datetime) -> list[Evidence]:
             data={**data, "z_label": float(z_label), "z_pred": float(z_pred)},
         )
     ]
+
+
+def _label_shift_heterogeneity(
+    case: Case, before: pd.DataFrame, after: pd.DataFrame, pos: object, overall: float
+) -> tuple[float, str]:
+    """How unevenly the label rate moved across the values of the inputs: ``(spread of the per-bin shifts) /
+    |overall shift|``, maximised over features. A broken label pipeline moves labels everywhere alike (low); a
+    changed world moves them where the new pattern lives (high)."""
+    best, where = 0.0, ""
+    for col in _features(case):
+        if col not in before:
+            continue
+        b, a = before[col], after[col]
+        if pd.api.types.is_numeric_dtype(b.dtype) and b.nunique() > 8:
+            edges = np.unique(nanquantile(b.to_numpy(dtype=float), [0.25, 0.5, 0.75]))
+            kb = np.digitize(b.to_numpy(dtype=float), edges)
+            ka = np.digitize(a.to_numpy(dtype=float), edges)
+        else:
+            kb, ka = b.astype(str).to_numpy(), a.astype(str).to_numpy()
+        shifts = []
+        for key in np.unique(kb):
+            lb = before["label"][kb == key].dropna()
+            la = after["label"][ka == key].dropna()
+            if len(lb) >= 40 and len(la) >= 40:
+                shifts.append(float((la == pos).mean() - (lb == pos).mean()))
+        if len(shifts) >= 2:
+            h = (max(shifts) - min(shifts)) / (abs(overall) + 0.02)
+            if h > best:
+                best, where = h, col[3:]
+    return best, where
 
 
 def _positive(labels: pd.Series) -> object:

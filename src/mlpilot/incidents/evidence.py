@@ -20,6 +20,7 @@ import pandas as pd
 
 __all__ = [
     "CAUSES",
+    "SYMPTOMS",
     "Case",
     "Change",
     "Diagnosis",
@@ -27,7 +28,6 @@ __all__ = [
     "Hypothesis",
     "Suggestion",
     "Symptom",
-    "SYMPTOMS",
 ]
 
 #: what a symptom measures (the column of the case frame it is computed from, per request)

@@ -217,9 +217,7 @@ def decide(
     plan)."""
     top = diagnosis.top
     if diagnosis.verdict != "diagnosed" or top is None or top.suggestion is None:
-        why = (
-            f"diagnosis is {diagnosis.verdict}" if diagnosis.verdict != "diagnosed" else "no remediation suggested"
-        )
+        why = f"diagnosis is {diagnosis.verdict}" if diagnosis.verdict != "diagnosed" else "no remediation suggested"
         return Decision("record", None, top.confidence if top else 0.0, why)
     s = top.suggestion
     action = Action(s.action, s.target, dict(s.params))

@@ -92,7 +92,7 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
     changes = by_kind.get("change", [])
     drifts = by_kind.get("drift", [])
     max_drift_impact = max((abs(float(e.data.get("impact", 0.0))) for e in drifts), default=0.0)
-    strong_drift = [e for e in drifts if e.effect >= 1.0]
+    strong_drift = [e for e in drifts if e.effect >= 1.0 and float(e.data.get("impact_z", 0.0)) >= 3.0]
 
     def aligned(component_prefix: str, kinds: Sequence[str] = ()) -> list[tuple[Evidence, float]]:
         return [
@@ -115,7 +115,9 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
         if v in case.rollout_variants:
             sug = Suggestion("abort_rollout", f"variant:{v}", {}, f"the rollout's candidate {v} is the worse variant")
         elif case.stable_variant and v != case.stable_variant:
-            sug = Suggestion("shift_traffic", f"variant:{v}", {"to": case.stable_variant}, f"move {v}'s traffic to stable")
+            sug = Suggestion(
+                "shift_traffic", f"variant:{v}", {"to": case.stable_variant}, f"move {v}'s traffic to stable"
+            )
         else:
             sug = Suggestion("disable_variant", f"variant:{v}", {}, f"stop sending traffic to {v}")
         b.add("bad_variant", e.component, conf, [e, *sl, *(c for c, a in ch if a > 0.1)], e.summary, sug)
@@ -125,7 +127,9 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
     res = by_kind.get("resource", [])
     labs = by_kind.get("labels", [])
     mem = [r for r in res if r.data.get("kind") in ("memory", "restarts") and r.effect >= 1.0]
-    variant_specific = any(float(e.data.get("z", 0.0)) >= 3.0 and e.specificity >= 0.5 for e in by_kind.get("variant", []))
+    variant_specific = any(
+        float(e.data.get("z", 0.0)) >= 3.0 and e.specificity >= 0.5 for e in by_kind.get("variant", [])
+    )
     leak_at = next((m.at for m in mem if m.ref == "resource:rss_mb"), None)
     for c, a in aligned("release:", ("release",)):
         if mem and leak_at is not None:
@@ -148,23 +152,47 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
         if variant_specific:
             prior *= 0.5
         conf = noisy_or(prior, extra * a)
-        b.add(cause, c.component, conf, [c, *support], f"{c.summary} shortly before the onset", Suggestion(
-            "rollback_release", f"release:{dep}", {}, f"go back to the release before {c.summary}"))
+        b.add(
+            cause,
+            c.component,
+            conf,
+            [c, *support],
+            f"{c.summary} shortly before the onset",
+            Suggestion("rollback_release", f"release:{dep}", {}, f"go back to the release before {c.summary}"),
+        )
     for c, a in aligned("config:", ("config",)):
         if a <= 0.0:
             continue
         tout = [x for x in by_kind.get("errors", []) if x.component.startswith("config:") and x.effect >= 0.5]
         broad = not variant_specific
-        conf = noisy_or(0.5 * a, 0.6 * a * (1.0 if tout else 0.0), 0.3 * a * (1.0 if broad and cp and cp.effect > 3 else 0.0))
-        b.add("bad_config", c.component, conf, [c, *tout], f"{c.summary} shortly before the onset", Suggestion(
-            "revert_config", f"config:{dep}", {"revision": c.data.get("revision_before")}, "revert the configuration change"))
+        conf = noisy_or(
+            0.5 * a, 0.6 * a * (1.0 if tout else 0.0), 0.3 * a * (1.0 if broad and cp and cp.effect > 3 else 0.0)
+        )
+        b.add(
+            "bad_config",
+            c.component,
+            conf,
+            [c, *tout],
+            f"{c.summary} shortly before the onset",
+            Suggestion(
+                "revert_config",
+                f"config:{dep}",
+                {"revision": c.data.get("revision_before")},
+                "revert the configuration change",
+            ),
+        )
 
     # ---- upstream data
     for e in drifts:
         kind = str(e.data.get("kind", "distribution"))
         impact = float(e.data.get("impact", 0.0))
         feature = e.component.split(":", 1)[1]
-        cause = {"nulls": "null_spike", "encoding": "encoding_change", "stale": "stale_feature", "rescale": "upstream_rescale"}.get(kind, "feature_drift")
+        cause = {
+            "nulls": "null_spike",
+            "encoding": "encoding_change",
+            "stale": "stale_feature",
+            "rescale": "upstream_rescale",
+        }.get(kind, "feature_drift")
         scale = _impact_scale(sym)
         s_drift = sat(e.effect / 2) * (0.4 + 0.6 * e.specificity)
         impact_z = float(e.data.get("impact_z", 0.0))
@@ -189,62 +217,132 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
             version = next((c.data.get("version_before") for c, a in ch if a > 0), None)
             action = "switch_index_alias" if kind == "index" else "rollback_alias"
             cause = {"prompt": "prompt_regression", "index": "index_regression", "tool": "tool_regression"}[kind]
-            b.add(cause, _base(target), conf, [e, *(c for c, a in ch if a > 0)], e.summary, Suggestion(
-                action, target, {"version": version} if version is not None else {}, f"move {target} back"))
+            b.add(
+                cause,
+                _base(target),
+                conf,
+                [e, *(c for c, a in ch if a > 0)],
+                e.summary,
+                Suggestion(action, target, {"version": version} if version is not None else {}, f"move {target} back"),
+            )
         elif e.ref == "llm:provider":
             ch = aligned("provider:")
             conf = noisy_or(0.75 * sat(e.effect), 0.2)
-            b.add("provider_change", e.component, conf, [e], e.summary + " (no recorded change)", Suggestion(
-                "failover_backend", e.component, {}, "answer from the fallback backend"))
+            b.add(
+                "provider_change",
+                e.component,
+                conf,
+                [e],
+                e.summary + " (no recorded change)",
+                Suggestion("failover_backend", e.component, {}, "answer from the fallback backend"),
+            )
         else:  # aggregate retrieval / groundedness moves: weaker, unspecific
             conf = 0.35 * sat(e.effect)
-            b.add("index_regression" if kind == "index" else "prompt_regression", e.component, conf, [e], e.summary, None)
+            b.add(
+                "index_regression" if kind == "index" else "prompt_regression", e.component, conf, [e], e.summary, None
+            )
 
     # ---- error clusters
     for e in by_kind.get("errors", []):
         if e.component.startswith("provider:") and e.effect >= 0.5:
-            b.add("rate_limited", e.component, noisy_or(0.85 * sat(e.effect) * e.specificity), [e], e.summary, Suggestion(
-                "failover_backend", e.component, {}, "the provider rate-limits: answer from the fallback backend"))
+            b.add(
+                "rate_limited",
+                e.component,
+                noisy_or(0.85 * sat(e.effect) * e.specificity),
+                [e],
+                e.summary,
+                Suggestion(
+                    "failover_backend", e.component, {}, "the provider rate-limits: answer from the fallback backend"
+                ),
+            )
         elif e.component.startswith("feature:") and e.effect >= 0.5:
             feature = e.component.split(":", 1)[1]
             d = next((x for x in drifts if x.component == e.component), None)
-            b.add("null_spike" if d is None or d.data.get("kind") == "nulls" else "feature_drift", e.component,
-                  noisy_or(0.7 * sat(e.effect) * e.specificity), [e, *([d] if d else [])], e.summary,
-                  _quarantine(feature, str(d.data.get("kind")) if d else "nulls", d, case))
+            b.add(
+                "null_spike" if d is None or d.data.get("kind") == "nulls" else "feature_drift",
+                e.component,
+                noisy_or(0.7 * sat(e.effect) * e.specificity),
+                [e, *([d] if d else [])],
+                e.summary,
+                _quarantine(feature, str(d.data.get("kind")) if d else "nulls", d, case),
+            )
 
     # ---- latency of a dependency, traffic
     for e in stages:
         if e.component.startswith("dependency:") and e.effect >= 0.3 and sym == "latency":
             conf = noisy_or(0.8 * sat(e.effect) * max(e.specificity, 0.2))
-            b.add("dependency_latency", e.component, conf, [e], e.summary, Suggestion(
-                "notify", e.component, {}, f"{e.component} is slower; nothing in mlpilot's control changed"))
+            b.add(
+                "dependency_latency",
+                e.component,
+                conf,
+                [e],
+                e.summary,
+                Suggestion("notify", e.component, {}, f"{e.component} is slower; nothing in mlpilot's control changed"),
+            )
     for e in res:
         if e.ref == "resource:request_rate" and e.effect >= 1.0:
             ratio = float(e.data.get("ratio", 1.0))
             queue = [s for s in stages if s.component.startswith("traffic:") and s.effect >= 0.3]
             conf = noisy_or(0.7 * sat(e.effect / 2), 0.4 * (1.0 if queue else 0.0))
-            b.add("traffic_surge", e.component, conf, [e, *queue], e.summary, Suggestion(
-                "scale", f"variant:{case.stable_variant or 'default'}", {"factor": math.ceil(ratio)}, "more replicas for more traffic"))
+            b.add(
+                "traffic_surge",
+                e.component,
+                conf,
+                [e, *queue],
+                e.summary,
+                Suggestion(
+                    "scale",
+                    f"variant:{case.stable_variant or 'default'}",
+                    {"factor": math.ceil(ratio)},
+                    "more replicas for more traffic",
+                ),
+            )
 
     # ---- labels vs the world
     if sym == "accuracy" and labs:
         e = labs[0]
-        z_label, z_pred = abs(float(e.data.get("z_label", 0.0))), abs(float(e.data.get("z_pred", 0.0)))
+        z_pred = abs(float(e.data.get("z_pred", 0.0)))
         abrupt = bool(cp.data.get("abrupt")) if cp else False
-        if e.effect >= 1.0 and z_pred < 3.0 and abrupt:
-            conf = noisy_or(0.75 * sat(e.effect), 0.2 if abrupt else 0.0)
-            b.add("label_pipeline", e.component, conf, [e, *([cp] if cp else [])], e.summary, Suggestion(
-                "notify", e.component, {}, "labels moved while predictions did not: check the label pipeline; no model action"))
+        het = float(e.data.get("shift_heterogeneity", 0.0))
+        uniform = het < 1.5
+        if e.effect >= 1.0 and z_pred < 3.0 and uniform:
+            conf = noisy_or(0.7 * sat(e.effect), 0.25 if abrupt else 0.0)
+            b.add(
+                "label_pipeline",
+                e.component,
+                conf,
+                [e, *([cp] if cp else [])],
+                e.summary + " — alike across all inputs",
+                Suggestion(
+                    "notify",
+                    e.component,
+                    {},
+                    "labels moved while predictions did not: check the label pipeline; no model action",
+                ),
+            )
         elif z_pred < 3.0 and not strong_drift:
-            conf = 0.4 + (0.3 if not abrupt else 0.0)
-            b.add("concept_drift", f"concept:{dep}", conf, [e, *([cp] if cp else [])],
-                  "accuracy fell while inputs, predictions and the label rate held: the relationship changed",
-                  Suggestion("notify", f"concept:{dep}", {}, "retrain on recent labels; do not roll back"))
+            conf = 0.45 + (0.2 if not uniform else 0.0) + (0.1 if not abrupt else 0.0)
+            where = str(e.data.get("shift_feature") or "")
+            b.add(
+                "concept_drift",
+                f"concept:{dep}",
+                conf,
+                [e, *([cp] if cp else [])],
+                "accuracy fell while inputs and predictions held"
+                + (f"; labels moved most along {where}" if where else ""),
+                Suggestion("notify", f"concept:{dep}", {}, "retrain on recent labels; do not roll back"),
+            )
 
     # ---- weak fall-backs so every change and drifting feature is ranked (Avg@5)
     for c, a in aligned(""):
         if a > 0:
-            kind = "bad_config" if c.component.startswith("config:") else "bad_release" if c.component.startswith("release:") else "bad_variant"
+            kind = (
+                "bad_config"
+                if c.component.startswith("config:")
+                else "bad_release"
+                if c.component.startswith("release:")
+                else "bad_variant"
+            )
             b.add(kind, _base(c.component), 0.2 * a, [c], c.summary, None)
 
     hyps = b.ranked()
@@ -261,15 +359,28 @@ def _base(component: str) -> str:
 
 
 def _quarantine(feature: str, kind: str, e: Evidence | None, case: Case) -> Suggestion:
-    mode = {"mode": "route", "variant": case.stable_variant} if False else {"mode": "reject"}
+    mode: dict[str, object] = {"mode": "reject"}
     d = dict(e.data) if e is not None else {}
+    if float(d.get("null_after", 0.0)) > float(d.get("null_before", 0.0)) + 0.005:
+        mode = {**mode, "nulls": True}
     if kind == "nulls":
-        return Suggestion("quarantine_inputs", f"feature:{feature}", {"nulls": True, **mode}, f"reject rows with no {feature}")
+        return Suggestion(
+            "quarantine_inputs", f"feature:{feature}", {"nulls": True, **mode}, f"reject rows with no {feature}"
+        )
     if kind == "encoding" and d.get("allowed"):
-        return Suggestion("quarantine_inputs", f"feature:{feature}", {"allowed": d["allowed"], **mode}, f"reject unseen {feature} values")
+        return Suggestion(
+            "quarantine_inputs",
+            f"feature:{feature}",
+            {"allowed": d["allowed"], **mode},
+            f"reject unseen {feature} values",
+        )
     if kind in ("rescale", "distribution") and "low" in d:
-        return Suggestion("quarantine_inputs", f"feature:{feature}", {"low": d["low"], "high": d["high"], **mode},
-                          f"reject rows with {feature} outside its reference range")
+        return Suggestion(
+            "quarantine_inputs",
+            f"feature:{feature}",
+            {"low": d["low"], "high": d["high"], **mode},
+            f"reject rows with {feature} outside its reference range",
+        )
     return Suggestion("notify", f"feature:{feature}", {}, f"{feature} changed upstream ({kind}); tell its owner")
 
 
@@ -283,23 +394,47 @@ def _verdict(
     min_confidence: float,
 ) -> Diagnosis:
     top = hyps[0] if hyps else None
-    if case.symptom.kind == "drift" and max_drift_impact < _impact_scale("errors") and (
-        top is None or top.cause in ("feature_drift", "stale_feature") or top.confidence < 0.6
+    if (
+        case.symptom.kind == "drift"
+        and max_drift_impact < _impact_scale("errors")
+        and (top is None or top.cause in ("feature_drift", "stale_feature") or top.confidence < 0.6)
     ):
-        return Diagnosis("benign", tuple(hyps), tuple(evidence), onset,
-                         "inputs drifted but nothing measurable got worse: watch, do not act")
+        return Diagnosis(
+            "benign",
+            tuple(hyps),
+            tuple(evidence),
+            onset,
+            "inputs drifted but nothing measurable got worse: watch, do not act",
+        )
     if cp is not None and cp.effect < 1.0 and (top is None or top.confidence < 0.8):
-        return Diagnosis("benign", tuple(hyps), tuple(evidence), onset,
-                         "the symptom is within its usual variation: no action")
+        return Diagnosis(
+            "benign", tuple(hyps), tuple(evidence), onset, "the symptom is within its usual variation: no action"
+        )
     if top is None or top.confidence < min_confidence:
-        return Diagnosis("inconclusive", tuple(hyps), tuple(evidence), onset,
-                         "no hypothesis is strong enough" + (f" (best: {top.cause} on {top.component}, {top.confidence:.2f})" if top else ""))
+        return Diagnosis(
+            "inconclusive",
+            tuple(hyps),
+            tuple(evidence),
+            onset,
+            "no hypothesis is strong enough"
+            + (f" (best: {top.cause} on {top.component}, {top.confidence:.2f})" if top else ""),
+        )
     second = hyps[1].confidence if len(hyps) > 1 else 0.0
     if top.confidence - second < 0.05 and top.suggestion is not None and top.suggestion.action != "notify":
-        return Diagnosis("inconclusive", tuple(hyps), tuple(evidence), onset,
-                         f"{top.component} and {hyps[1].component} explain the symptom about equally well")
-    return Diagnosis("diagnosed", tuple(hyps), tuple(evidence), onset,
-                     f"{top.cause.replace('_', ' ')} on {top.component} ({top.confidence:.0%}): {top.rationale}")
+        return Diagnosis(
+            "inconclusive",
+            tuple(hyps),
+            tuple(evidence),
+            onset,
+            f"{top.component} and {hyps[1].component} explain the symptom about equally well",
+        )
+    return Diagnosis(
+        "diagnosed",
+        tuple(hyps),
+        tuple(evidence),
+        onset,
+        f"{top.cause.replace('_', ' ')} on {top.component} ({top.confidence:.0%}): {top.rationale}",
+    )
 
 
 def diagnose(case: Case, *, min_confidence: float = 0.5) -> Diagnosis:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from mlpilot.clock import Clock
 from mlpilot.errors import InvalidArgument
@@ -52,8 +53,11 @@ class IncidentService:
         self.quiet = quiet
         self.notifier = notifier
         self.webhooks = list(webhooks)
+        #: the diagnose → remediate → verify loop (``None``: incidents are only grouped, not diagnosed)
+        self.healer: Any = None
+        self.rediagnose_after = timedelta(minutes=5)
 
-    def _notify(self, action: str, incident: Incident, detail: str = "") -> None:
+    def notify(self, action: str, incident: Incident, detail: str = "") -> None:
         """``incident.<action>`` to the webhooks (opened, reopened, escalated, mitigating, mitigated, resolved)."""
         if self.notifier is not None and self.webhooks:
             payload = {
@@ -72,11 +76,32 @@ class IncidentService:
             if action in ("fired", "escalated") and isinstance(alert, Alert):
                 incident, placement = self.store.place_signal(alert_signal(alert), self.group_window, ACTOR, alert.id)
                 if placement.action in ("open", "reopen"):
-                    self._notify("opened" if placement.action == "open" else "reopened", incident, placement.reason)
+                    self.notify("opened" if placement.action == "open" else "reopened", incident, placement.reason)
                 elif placement.escalated:
-                    self._notify("escalated", incident, placement.reason)
+                    self.notify("escalated", incident, placement.reason)
+                if placement.action != "duplicate" or placement.escalated:
+                    self.handle(incident)
                 out.append(incident)
         return out
+
+    def handle(self, incident: Incident) -> None:
+        """Diagnose the incident and remediate under its deployment's policy (errors are logged: RCA must never
+        stop alerting)."""
+        if self.healer is None or incident.status not in (IncidentStatus.OPEN,):
+            return
+        try:
+            d = self.healer.diagnose(incident)
+            self.healer.remediate(self.store.get_incident(incident.id), d)
+        except Exception:
+            log.exception("diagnosing incident %s", incident.id)
+
+    def diagnose(self, incident_id: int) -> dict[str, Any]:
+        """Diagnose now (on request) and return the recorded diagnosis."""
+        if self.healer is None:
+            raise InvalidArgument("RCA is off (MLPILOT_INCIDENTS__RCA=false)")
+        inc = self.store.get_incident(incident_id)
+        self.healer.diagnose(inc)
+        return dict(self.healer.diagnosis(incident_id) or {})
 
     def get(self, incident_id: int) -> Incident:
         return self.store.get_incident(incident_id)
@@ -124,7 +149,7 @@ class IncidentService:
         moved = self.store.update_incident(
             incident_id, cur.revision, actor, f"incident.{to.value}", {"event": event, "reason": reason}, **values
         )
-        self._notify(to.value if to is not IncidentStatus.OPEN else "reopened", moved, reason)
+        self.notify(to.value if to is not IncidentStatus.OPEN else "reopened", moved, reason)
         return moved
 
     def resolve(self, incident_id: int, actor: str, reason: str = "") -> Incident:
@@ -133,6 +158,12 @@ class IncidentService:
     def tick(self, now: datetime | None = None) -> list[Incident]:
         """Resolve the mitigated incidents whose alerts stopped firing ``quiet`` ago."""
         now = now or self.clock.now()
+        if self.healer is not None:
+            try:
+                self.healer.verify_due(now)
+                self._rediagnose(now)
+            except Exception:
+                log.exception("verifying remediations")
         firing = {a.id for a in self.store.list_alerts(None, "firing", 10_000)}
         out = []
         for inc in self.store.list_incidents(status=IncidentStatus.MITIGATED):
@@ -142,6 +173,16 @@ class IncidentService:
             if quiet_enough(state, sum(1 for a in inc.alerts if a in firing), now, self.quiet):
                 out.append(self.move(inc.id, "quiet", ACTOR, f"quiet for {self.quiet}"))
         return out
+
+    def _rediagnose(self, now: datetime) -> None:
+        """Open incidents whose last diagnosis was inconclusive are looked at again every ``rediagnose_after``
+        (more data arrived), until an action runs."""
+        for inc in self.store.list_incidents(status=IncidentStatus.OPEN):
+            last = self.store.list_events(subject=f"incident:{inc.id}", action="incident.diagnosed", limit=10_000)
+            if not last or (last[-1].after or {}).get("verdict") != "inconclusive":
+                continue
+            if now - last[-1].ts >= self.rediagnose_after and not self.healer.remediations(inc.id):
+                self.handle(inc)
 
     def timeline(self, incident_id: int) -> list[Event]:
         """The incident's own events and the deployment's (changes, rollouts, alerts) from ``LOOKBACK`` before it

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mlpilot.incidents import healing, rca
-from mlpilot.incidents.collectors import collect, symptom_values
+from mlpilot.incidents.collectors import collect, nanmean, symptom_values
 from mlpilot.incidents.evidence import Case, Diagnosis, Symptom
 from mlpilot.incidents.healing import Action, HealingPolicy, PastAction
 from mlpilot.incidents.policy import IncidentState, Signal, place, transition
@@ -33,7 +33,7 @@ FAST = (
     BurnRateRule(timedelta(minutes=30), timedelta(minutes=5), 2.0, "ticket"),
 )
 #: symptom kind -> (objective, burn-rate rules); good events per request. Accuracy has a high base error rate, so
-#: its rules burn slower (1.6× the budget pages, 1.25× tickets).
+#: its rules burn slower (1.6x the budget pages, 1.25x tickets).
 SLOS: dict[str, dict[str, tuple[float, tuple[BurnRateRule, ...]]]] = {
     "ml": {
         "errors": (0.999, FAST),
@@ -49,7 +49,9 @@ SLOS: dict[str, dict[str, tuple[float, tuple[BurnRateRule, ...]]]] = {
     "llm": {"errors": (0.999, FAST), "latency": (0.99, FAST), "quality": (0.97, FAST)},
 }
 LATENCY_S = {"ml": 0.08, "llm": 1.2}
-POLICY = HealingPolicy(mode="auto", min_confidence=0.6, cooldown=timedelta(minutes=10), verify_after=timedelta(minutes=6))
+POLICY = HealingPolicy(
+    mode="auto", min_confidence=0.6, cooldown=timedelta(minutes=10), verify_after=timedelta(minutes=6)
+)
 
 
 @dataclass
@@ -101,8 +103,11 @@ class SimActuator:
 
     def apply(self, action: Action) -> dict[str, Any]:
         st, k, p = self.w.state, action.kind, action.params
+        before: dict[str, Any]
         if k in ("abort_rollout", "shift_traffic", "disable_variant"):
-            before = {"traffic": {"canary": round(st.canary_weight * 100), "stable": 100 - round(st.canary_weight * 100)}}
+            before = {
+                "traffic": {"canary": round(st.canary_weight * 100), "stable": 100 - round(st.canary_weight * 100)}
+            }
             if "traffic" in p:
                 st.canary_weight = float(p["traffic"].get("canary", 0)) / 100.0
             elif action.target == "variant:canary":
@@ -156,7 +161,9 @@ class Run:
         self.s = scenario
         self.severity = severity
         self.seed = seed
-        rng = np.random.default_rng([seed, zlib.crc32(scenario.name.encode()), ("low", "medium", "high").index(severity)])
+        rng = np.random.default_rng(
+            [seed, zlib.crc32(scenario.name.encode()), ("low", "medium", "high").index(severity)]
+        )
         self.world = World(scenario.service, int(rng.integers(2**31)), START)
         self.fault_minute = FAULT_AT + int(rng.integers(0, 10))
         self.distractors = add_distractors(self.world, rng)
@@ -168,7 +175,7 @@ class Run:
             for k, (obj, rules) in SLOS[scenario.service].items()
         }
         self.trackers = {k: AlertTracker() for k in self.slos}
-        self.drift_tracker = AlertTracker()
+        self.drift_trackers: dict[str, AlertTracker] = {}
         self.incident: IncidentState | None = None
         self.symptom: Symptom | None = None
         self.result = RunResult(scenario.name, severity, seed, scenario.control, scenario.truth, self.fault_minute)
@@ -239,16 +246,17 @@ class Run:
         cols = [c for c in self.frames[0].columns if c.startswith("in.")]
         if self._reference is None:
             ref = pd.concat(self.frames[5:40], ignore_index=True)[cols]
-            self._reference = TableDrift(correction="holm").fit(ref.sample(min(len(ref), 3000), random_state=0))
+            self._reference = TableDrift(categorical_test="jensenshannon", correction="holm").fit(
+                ref.sample(min(len(ref), 3000), random_state=0)
+            )
         cur = pd.concat(self.frames[-15:], ignore_index=True)[cols]
         res = self._reference.predict(cur)
-        drifted = [f for f in res.drifted_features if self._effect(res, f) > 0.1]
-        sev = "ticket" if drifted else None
-        from mlpilot.monitors.slo import Evaluation
-
-        t = self.drift_tracker.step(Evaluation("drift", now, ()) if sev is None else _ticket(now))
-        if t.action == "fire":
-            self._signal(minute, now, "drift", "ticket")
+        for f in res.features:
+            drifted = f.is_drift and (f.test != "ks" or f.statistic > 0.1)
+            tracker = self.drift_trackers.setdefault(f.feature, AlertTracker())
+            t = tracker.step(_ticket(now) if drifted else _quiet(now))
+            if t.action == "fire":
+                self._signal(minute, now, f"drift:{f.feature[3:]}", "ticket")
 
     @staticmethod
     def _effect(res: Any, feature: str) -> float:
@@ -278,7 +286,13 @@ class Run:
         if self.s.control and self.result.detected_minute is None:
             self.result.detected_minute = minute
         # diagnose on a new incident, and again when a stronger or different symptom arrives before any action
-        better = self.symptom is None or (kind != "drift" and (self.symptom.kind == "drift" or severity == "page"))
+        new_key = p.action != "duplicate"
+        kind = "drift" if kind.startswith("drift:") else kind
+        better = (
+            self.symptom is None
+            or (kind != "drift" and (self.symptom.kind == "drift" or severity == "page"))
+            or (kind == self.symptom.kind == "drift" and new_key)  # another feature drifts: look again
+        )
         if (first or better) and not self.result.actions:
             onset = now - timedelta(minutes=5)
             self.symptom = Symptom(kind, onset, f"{self.world.deployment}/{kind}", severity)
@@ -342,8 +356,8 @@ class Run:
         vals = symptom_values(case.frame, self.symptom.kind)
         ts = case.frame["ts"]
         onset = pd.Timestamp(self.symptom.onset)
-        base = float(np.nanmean(vals[(ts < onset).to_numpy()])) if (ts < onset).any() else float("nan")
-        during = float(np.nanmean(vals[(ts >= onset).to_numpy()])) if (ts >= onset).any() else float("nan")
+        base = float(nanmean(vals[(ts < onset).to_numpy()])) if (ts < onset).any() else float("nan")
+        during = float(nanmean(vals[(ts >= onset).to_numpy()])) if (ts >= onset).any() else float("nan")
         self.pending = (rec, before, base, during)
 
     def _verify_at(self) -> datetime:
@@ -357,7 +371,7 @@ class Run:
         case = self.case(now)
         since = pd.Timestamp(START + timedelta(minutes=rec.minute + 1))
         after_rows = case.frame[case.frame["ts"] >= since]
-        after = float(np.nanmean(symptom_values(after_rows, self.symptom.kind))) if len(after_rows) else float("nan")
+        after = float(nanmean(symptom_values(after_rows, self.symptom.kind))) if len(after_rows) else float("nan")
         v = healing.verify(base, during, after, higher_is_worse=True)
         rec.helped = v.helped
         if v.helped:
@@ -382,6 +396,12 @@ def _ticket(now: datetime) -> Any:
 
     rule = BurnRateRule(timedelta(minutes=15), timedelta(minutes=5), 1.0, "ticket")
     return Evaluation("drift", now, (BurnRate(rule, 1.0, 1.0, True),))
+
+
+def _quiet(now: datetime) -> Any:
+    from mlpilot.monitors.slo import Evaluation
+
+    return Evaluation("drift", now, ())
 
 
 def run_one(scenario: Scenario, severity: str, seed: int, baselines: bool = True) -> RunResult:

@@ -47,8 +47,12 @@ def _release(w: World, **fault: float) -> None:
 def _config(w: World, **fault: float) -> None:
     new = w.state.config_rev + 1
     w.state.config_faults[new] = dict(fault)
-    w.record("config", f"config:{w.deployment}", f"configuration of {w.deployment} changed (revision {new})",
-             revision_before=w.state.config_rev)
+    w.record(
+        "config",
+        f"config:{w.deployment}",
+        f"configuration of {w.deployment} changed (revision {new})",
+        revision_before=w.state.config_rev,
+    )
     w.state.config_rev = new
 
 
@@ -58,8 +62,13 @@ def _alias(w: World, kind: str, size: float) -> None:
     before = getattr(w.state, attr)
     getattr(w.state, f"{kind}_faults")[before + 1] = size
     setattr(w.state, attr, before + 1)
-    w.record("alias", f"{kind}:{name}@prod", f"{kind} alias {name}@prod moved {before} → {before + 1}",
-             version_before=before, version_after=before + 1)
+    w.record(
+        "alias",
+        f"{kind}:{name}@prod",
+        f"{kind} alias {name}@prod moved {before} → {before + 1}",
+        version_before=before,
+        version_after=before + 1,
+    )
 
 
 def _canary(w: World, size: float) -> None:
@@ -80,39 +89,136 @@ def _surge(w: World, size: float) -> None:
 
 
 FAULTS: list[Scenario] = [
-    Scenario("feature_rescaled", "ml", "feature:merchant_score", frozenset({"quarantine_inputs"}), True,
-             _up("rescale", "share"), (0.08, 0.2, 0.4)),
-    Scenario("null_spike", "ml", "feature:n_tx_24h", frozenset({"quarantine_inputs"}), True,
-             _up("nulls", "share"), (0.03, 0.1, 0.3)),
-    Scenario("encoding_change", "ml", "feature:country", frozenset({"quarantine_inputs"}), True,
-             _up("encoding", "share"), (0.04, 0.15, 0.5)),
-    Scenario("stale_feature", "ml", "feature:n_tx_24h", frozenset(), False,
-             _up("stale", "share"), (0.3, 0.6, 1.0)),
-    Scenario("canary_segment_bug", "ml", "variant:canary",
-             frozenset({"abort_rollout", "shift_traffic", "disable_variant"}), True, _canary, (0.3, 0.6, 1.0)),
-    Scenario("latency_regression", "ml", "release:fraud", frozenset({"rollback_release"}), True,
-             lambda w, s: _release(w, slow=s), (2.0, 3.5, 6.0)),
-    Scenario("training_serving_skew", "ml", "release:fraud", frozenset({"rollback_release"}), True,
-             lambda w, s: _release(w, skew=s), (3.0, 6.0, 12.0)),
+    Scenario(
+        "feature_rescaled",
+        "ml",
+        "feature:merchant_score",
+        frozenset({"quarantine_inputs"}),
+        True,
+        _up("rescale", "share"),
+        (0.08, 0.2, 0.4),
+    ),
+    Scenario(
+        "null_spike",
+        "ml",
+        "feature:n_tx_24h",
+        frozenset({"quarantine_inputs"}),
+        True,
+        _up("nulls", "share"),
+        (0.03, 0.1, 0.3),
+    ),
+    Scenario(
+        "encoding_change",
+        "ml",
+        "feature:country",
+        frozenset({"quarantine_inputs"}),
+        True,
+        _up("encoding", "share"),
+        (0.04, 0.15, 0.5),
+    ),
+    Scenario("stale_feature", "ml", "feature:n_tx_24h", frozenset(), False, _up("stale", "share"), (0.3, 0.6, 1.0)),
+    Scenario(
+        "canary_segment_bug",
+        "ml",
+        "variant:canary",
+        frozenset({"abort_rollout", "shift_traffic", "disable_variant"}),
+        True,
+        _canary,
+        (0.3, 0.6, 1.0),
+    ),
+    Scenario(
+        "latency_regression",
+        "ml",
+        "release:fraud",
+        frozenset({"rollback_release"}),
+        True,
+        lambda w, s: _release(w, slow=s),
+        (2.0, 3.5, 6.0),
+    ),
+    Scenario(
+        "training_serving_skew",
+        "ml",
+        "release:fraud",
+        frozenset({"rollback_release"}),
+        True,
+        lambda w, s: _release(w, skew=s),
+        (3.0, 6.0, 12.0),
+    ),
     Scenario("concept_drift", "ml", "concept:fraud", frozenset(), False, _up("concept", "size"), (0.6, 1.0, 1.6)),
     Scenario("label_pipeline_bug", "ml", "labels:fraud", frozenset(), False, _up("labels", "share"), (0.15, 0.3, 0.6)),
-    Scenario("prompt_regression", "llm", "prompt:support", frozenset({"rollback_alias"}), True,
-             lambda w, s: _alias(w, "prompt", s), (0.12, 0.22, 0.4)),
-    Scenario("index_wrong_embedding", "llm", "index:kb", frozenset({"rollback_alias", "switch_index_alias"}), True,
-             lambda w, s: _alias(w, "index", s), (0.15, 0.3, 0.5)),
-    Scenario("provider_model_change", "llm", "provider:primary", frozenset({"failover_backend", "pin_backend"}),
-             True, _up("provider_change", "size"), (0.12, 0.22, 0.4)),
-    Scenario("dependency_latency", "ml", "dependency:feature_fetch", frozenset(), False,
-             _up("dependency", "factor"), (3.0, 6.0, 12.0)),
-    Scenario("memory_leak_after_deploy", "ml", "release:fraud", frozenset({"rollback_release"}), True,
-             lambda w, s: _release(w, leak=s), (20.0, 40.0, 80.0)),
+    Scenario(
+        "prompt_regression",
+        "llm",
+        "prompt:support",
+        frozenset({"rollback_alias"}),
+        True,
+        lambda w, s: _alias(w, "prompt", s),
+        (0.12, 0.22, 0.4),
+    ),
+    Scenario(
+        "index_wrong_embedding",
+        "llm",
+        "index:kb",
+        frozenset({"rollback_alias", "switch_index_alias"}),
+        True,
+        lambda w, s: _alias(w, "index", s),
+        (0.15, 0.3, 0.5),
+    ),
+    Scenario(
+        "provider_model_change",
+        "llm",
+        "provider:primary",
+        frozenset({"failover_backend", "pin_backend"}),
+        True,
+        _up("provider_change", "size"),
+        (0.12, 0.22, 0.4),
+    ),
+    Scenario(
+        "dependency_latency",
+        "ml",
+        "dependency:feature_fetch",
+        frozenset(),
+        False,
+        _up("dependency", "factor"),
+        (3.0, 6.0, 12.0),
+    ),
+    Scenario(
+        "memory_leak_after_deploy",
+        "ml",
+        "release:fraud",
+        frozenset({"rollback_release"}),
+        True,
+        lambda w, s: _release(w, leak=s),
+        (20.0, 40.0, 80.0),
+    ),
     Scenario("traffic_surge", "ml", "traffic:fraud", frozenset({"scale"}), True, _surge, (2.2, 3.0, 4.5)),
-    Scenario("bad_config_push", "ml", "config:fraud", frozenset({"revert_config"}), True,
-             lambda w, s: _config(w, timeout_s=s), (0.035, 0.028, 0.022)),
-    Scenario("provider_rate_limiting", "llm", "provider:primary", frozenset({"failover_backend", "pin_backend"}),
-             True, _up("rate_limit", "share"), (0.04, 0.12, 0.35)),
-    Scenario("tool_regression", "llm", "tool:order_status", frozenset({"rollback_alias"}), True,
-             lambda w, s: _alias(w, "tool", s), (0.15, 0.3, 0.5)),
+    Scenario(
+        "bad_config_push",
+        "ml",
+        "config:fraud",
+        frozenset({"revert_config"}),
+        True,
+        lambda w, s: _config(w, timeout_s=s),
+        (0.035, 0.028, 0.022),
+    ),
+    Scenario(
+        "provider_rate_limiting",
+        "llm",
+        "provider:primary",
+        frozenset({"failover_backend", "pin_backend"}),
+        True,
+        _up("rate_limit", "share"),
+        (0.04, 0.12, 0.35),
+    ),
+    Scenario(
+        "tool_regression",
+        "llm",
+        "tool:order_status",
+        frozenset({"rollback_alias"}),
+        True,
+        lambda w, s: _alias(w, "tool", s),
+        (0.15, 0.3, 0.5),
+    ),
 ]
 
 
@@ -143,17 +249,23 @@ CONTROLS: list[Scenario] = [
 ]
 
 
+def _noop_apply(w: World) -> None:
+    w.record("scale", "variant:stable", "replicas of stable 2 → 2 (no-op apply)")
+
+
 def add_distractors(w: World, rng: np.random.Generator) -> list[tuple[int, Callable[[World], None]]]:
-    """Seeded distractors: (minute, what) — an unrelated harmless change 5–40 min before the fault, a benign drift."""
+    """Seeded distractors: (minute, what) — an unrelated harmless change 5-40 min before the fault, a benign drift."""
     out: list[tuple[int, Callable[[World], None]]] = []
     if rng.uniform() < 0.5:
         at = FAULT_AT - int(rng.integers(5, 40))
         if w.service == "ml":
             out.append((at, lambda w: _config(w)))
         else:
-            out.append((at, lambda w: w.record("scale", "variant:stable", "replicas of stable 2 → 2 (no-op apply)")))
+            out.append((at, lambda w: _noop_apply(w)))
     if rng.uniform() < 0.5 and w.service == "ml":
-        out.append((FAULT_AT - int(rng.integers(0, 30)), lambda w: w.upstream.__setitem__("device_mix", {"share": 0.3})))
+        out.append(
+            (FAULT_AT - int(rng.integers(0, 30)), lambda w: w.upstream.__setitem__("device_mix", {"share": 0.3}))
+        )
     return out
 
 

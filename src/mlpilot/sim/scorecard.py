@@ -53,14 +53,12 @@ class Job:
     baselines: bool = True
 
 
-def jobs(seeds: Sequence[int] = range(5), control_seeds: Sequence[int] = range(12), *, only: Iterable[str] = ()) -> list[Job]:
+def jobs(
+    seeds: Sequence[int] = range(5), control_seeds: Sequence[int] = range(12), *, only: Iterable[str] = ()
+) -> list[Job]:
     wanted = set(only)
     out = [
-        Job(s.name, sev, seed)
-        for s in FAULTS
-        if not wanted or s.name in wanted
-        for sev in SEVERITIES
-        for seed in seeds
+        Job(s.name, sev, seed) for s in FAULTS if not wanted or s.name in wanted for sev in SEVERITIES for seed in seeds
     ]
     out += [Job(c.name, "medium", seed) for c in CONTROLS if not wanted or c.name in wanted for seed in control_seeds]
     return out
@@ -131,8 +129,11 @@ def score(results: Sequence[RunResult]) -> dict[str, Any]:
         r
         for r in no_action
         if not any(a.action.kind in SERVING for a in r.actions)
-        and (r.diagnosis_dict is None or r.diagnosis_dict["verdict"] in ("benign", "inconclusive")
-             or not _suggests_serving_change(r))
+        and (
+            r.diagnosis_dict is None
+            or r.diagnosis_dict["verdict"] in ("benign", "inconclusive")
+            or not _suggests_serving_change(r)
+        )
     ]
     out["correct_abstention"] = len(abst) / max(len(no_action), 1)
     auto = [r for r in faults if by_name(r.scenario).auto]

@@ -94,7 +94,7 @@ class World:
         self.minute += 1
         return pd.DataFrame(rows)
 
-    def _queue_s(self, n: int) -> np.ndarray:
+    def _queue_s(self, n: int) -> tuple[np.ndarray, float]:
         rho = n / (self.state.capacity_per_replica * self.state.replicas)
         wait = 0.004 * rho / max(1.0 - min(rho, 0.97), 0.03)
         return self.rng.exponential(wait + 1e-4, n), rho
@@ -115,7 +115,7 @@ class World:
             -2.2
             + 1.1 * (np.log(amount) - 3.5)
             + 4.0 * (merchant - 0.28)
-            + 2.5 * drift_w * (amount < 20)
+            + 4.0 * drift_w * (amount < 20)
             + 0.7 * (ntx - 3)
             + np.vectorize(COUNTRY_EFFECT.get)(country)
         )
@@ -168,7 +168,9 @@ class World:
         error[nan_rows] = "ValueError: Input contains NaN in column 'n_tx_24h'"
         unseen = ~np.isin(seen_country, COUNTRIES)
         status[unseen] = "error"
-        error[unseen] = [f"ValueError: Found unknown categories ['{c}'] in column 'country'" for c in seen_country[unseen]]
+        error[unseen] = [
+            f"ValueError: Found unknown categories ['{c}'] in column 'country'" for c in seen_country[unseen]
+        ]
         # stages
         queue, rho = self._queue_s(n)
         fetch = r.gamma(4, 0.004, n) * up.get("dependency", {}).get("factor", 1.0)
@@ -250,7 +252,9 @@ class World:
 
     def _llm(self, n: int) -> dict[str, Any]:
         st, r, up = self.state, self.rng, self.upstream
-        topic = r.choice(np.array(["billing", "orders", "account", "shipping"]), n, p=[0.3, 0.3, 0.2, 0.2]).astype(object)
+        topic = r.choice(np.array(["billing", "orders", "account", "shipping"]), n, p=[0.3, 0.3, 0.2, 0.2]).astype(
+            object
+        )
         top = np.clip(r.normal(0.72, 0.07, n), 0, 1)
         grounded = np.clip(r.beta(8, 2, n), 0, 1)
         refusal = (r.uniform(size=n) < 0.02).astype(int)
@@ -287,7 +291,7 @@ class World:
             hit = r.uniform(size=n) < up["rate_limit"]["share"]
             status[hit], error[hit] = "error", "upstream 429 Too Many Requests from backend primary"
             affected |= hit
-        queue, rho = self._queue_s(n)
+        queue, _ = self._queue_s(n)
         retrieve = r.gamma(4, 0.003, n)
         generate = r.gamma(6, 0.05, n) * (1.3 if not provider else 1.0) * up.get("dependency", {}).get("factor", 1.0)
         tool = np.where(orders, r.gamma(3, 0.01, n), 0.0)

@@ -161,3 +161,27 @@ class IncidentsMixin(StoreMixin):
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values.items()}
+
+
+class HealingPoliciesMixin(StoreMixin):
+    """Per-deployment healing policies (JSON bodies validated by the caller)."""
+
+    def get_healing_policy(self, deployment: str) -> dict[str, Any] | None:
+        h = t.healing_policies
+        with self._read() as conn:
+            row = conn.execute(sa.select(h.c.body).where(h.c.deployment == deployment)).first()
+            return dict(row.body) if row is not None else None
+
+    def set_healing_policy(self, deployment: str, body: dict[str, Any] | None, actor: str) -> None:
+        """Store ``body`` as the deployment's policy (``None`` deletes it: back to the defaults), with an event."""
+        h = t.healing_policies
+        with self._write() as conn:
+            row = conn.execute(sa.select(h.c.body).where(h.c.deployment == deployment)).first()
+            before = dict(row.body) if row is not None else None
+            if row is not None:
+                conn.execute(sa.delete(h).where(h.c.deployment == deployment))
+            if body is not None:
+                conn.execute(
+                    h.insert().values(deployment=deployment, body=body, updated_at=self.clock.now(), updated_by=actor)
+                )
+            self._event(conn, actor, "healing.policy_set", f"deployment:{deployment}", before, body)

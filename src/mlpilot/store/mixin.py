@@ -47,5 +47,5 @@ class StoreMixin:
         subject: str,
         before: Mapping[str, Any] | None,
         after: Mapping[str, Any] | None,
-    ) -> None:
+    ) -> int:
         raise NotImplementedError

@@ -38,7 +38,7 @@ from mlpilot.records import (
     Event,
 )
 from mlpilot.store import tables as t
-from mlpilot.store.incidents import IncidentsMixin
+from mlpilot.store.incidents import HealingPoliciesMixin, IncidentsMixin
 from mlpilot.store.mixin import utc
 from mlpilot.store.monitoring import MonitoringMixin
 from mlpilot.store.observations import ObservationsMixin
@@ -85,7 +85,7 @@ def create_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
         ) from exc
 
 
-class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin, IncidentsMixin):
+class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin, IncidentsMixin, HealingPoliciesMixin):
     """Persistence of artifacts, aliases, events and deployments.
 
     Args:
@@ -148,8 +148,8 @@ class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin, IncidentsMixin):
         subject: str,
         before: Mapping[str, Any] | None,
         after: Mapping[str, Any] | None,
-    ) -> None:
-        conn.execute(
+    ) -> int:
+        return conn.execute(
             t.events.insert().values(
                 ts=self.clock.now(),
                 actor=actor,
@@ -159,7 +159,8 @@ class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin, IncidentsMixin):
                 after=dict(after) if after is not None else None,
                 schema_version=1,
             )
-        )
+            .returning(t.events.c.id)
+        ).scalar_one()
 
     def _bump(self, conn: Connection, name: str) -> int:
         row = conn.execute(
@@ -524,9 +525,10 @@ class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin, IncidentsMixin):
         subject: str,
         before: Mapping[str, Any] | None = None,
         after: Mapping[str, Any] | None = None,
-    ) -> None:
+    ) -> int:
+        """Append one event; returns its id."""
         with self._write() as conn:
-            self._event(conn, actor, action, subject, before, after)
+            return self._event(conn, actor, action, subject, before, after)
 
     def list_events(
         self, subject: str | None = None, action: str | None = None, after_id: int = 0, limit: int = 100

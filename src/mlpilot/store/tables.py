@@ -246,6 +246,16 @@ incidents = Table(
     Index("ix_incidents_deployment_status", "deployment", "status"),
 )
 
+# The healing policy of a deployment (mlpilot.incidents.healing.HealingPolicy as JSON); no row = the defaults.
+healing_policies = Table(
+    "healing_policies",
+    metadata,
+    Column("deployment", String(128), primary_key=True),
+    Column("body", Json, nullable=False),
+    Column("updated_at", Ts, nullable=False),
+    Column("updated_by", String(256), nullable=False),
+)
+
 # One row per rollout; at most one active rollout per deployment, enforced by ``active_key`` (NULL once settled).
 rollouts = Table(
     "rollouts",
@@ -299,6 +309,7 @@ __all__ = [
     "deployments",
     "events",
     "feedback",
+    "healing_policies",
     "incidents",
     "lineage",
     "log_segments",
