@@ -10,7 +10,7 @@ import getpass
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from mlpilot.blobs import BlobStore
@@ -109,6 +109,26 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
 
     deployments = Deployments(store, on_created=defaults)
     rollouts = RolloutService(store, deployments, settings.log_root(), clock)
+    if settings.incidents.rca:
+        from mlpilot.incidents.actuator import PlatformActuator
+        from mlpilot.incidents.healer import Healer
+        from mlpilot.incidents.healing import HealingPolicy
+
+        inc = settings.incidents
+        incidents.healer = Healer(
+            store,
+            feedback,
+            PlatformActuator(store, deployments, rollouts, registry, clock),
+            clock,
+            defaults=HealingPolicy(
+                mode=inc.healing_mode,
+                min_confidence=inc.min_confidence,
+                cooldown=timedelta(seconds=inc.cooldown_s),
+                verify_after=timedelta(seconds=inc.verify_after_s),
+            ),
+            move=incidents.move,
+            notify=incidents.notify,
+        )
     return Platform(
         settings,
         clock,

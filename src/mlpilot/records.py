@@ -10,7 +10,7 @@ import enum
 import itertools
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
@@ -152,6 +152,7 @@ class RuntimeOptions(Record):
     batching: BatchingOptions | None = Field(default_factory=BatchingOptions)
     replicas: int = Field(1, ge=1, le=1024)
     timeout_s: float = Field(30.0, gt=0, le=3600)
+    generation: int = Field(0, ge=0, description="bumped to make the data plane load the variant's runtime anew")
 
 
 class VariantSpec(Record):
@@ -168,14 +169,58 @@ class VariantSpec(Record):
         return check_name(v, "variant name")
 
 
+class QuarantineRule(Record):
+    """An input quarantine: requests with a row whose ``feature`` breaks the rule are rejected (``action="reject"``:
+    HTTP 422, gRPC INVALID_ARGUMENT) or answered by ``variant`` (``action="route"``: the whole request).
+
+    Exactly one kind of condition: numeric bounds (``low`` and/or ``high``: a value outside ``[low, high]`` breaks
+    it), ``allowed`` categories (any other value, a missing one included, breaks it) or ``nulls`` (a missing value —
+    NaN, or an empty string — breaks it). ``reason`` is shown in the rejection, e.g. ``incident 12``.
+    """
+
+    feature: str = Field(min_length=1, max_length=128, description="an input of the model signature")
+    low: float | None = None
+    high: float | None = None
+    allowed: list[str] | None = None
+    nulls: bool = False
+    action: Literal["reject", "route"] = "reject"
+    variant: str | None = Field(None, description="route: the variant that answers quarantined requests")
+    reason: str = Field("", max_length=200)
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> QuarantineRule:
+        f = self.feature
+        kinds = [k for k, on in (("bounds", self.low is not None or self.high is not None),
+                                  ("allowed", self.allowed is not None), ("nulls", self.nulls)) if on]  # fmt: skip
+        if len(kinds) != 1:
+            raise InvalidArgument(
+                f"quarantine rule on {f!r}: give exactly one condition (low/high, allowed or nulls), got "
+                + (", ".join(kinds) if kinds else "none")
+            )
+        for name, bound in (("low", self.low), ("high", self.high)):
+            if bound is not None and not abs(bound) < float("inf"):
+                raise InvalidArgument(f"quarantine rule on {f!r}: {name} must be a finite number, got {bound}")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise InvalidArgument(f"quarantine rule on {f!r}: low {self.low:g} is above high {self.high:g}")
+        if self.allowed is not None and not self.allowed:
+            raise InvalidArgument(f"quarantine rule on {f!r}: allowed needs at least one value")
+        if self.action == "route" and not self.variant:
+            raise InvalidArgument(f"quarantine rule on {f!r}: a route rule needs the variant that takes the requests")
+        if self.action == "reject" and self.variant:
+            raise InvalidArgument(f"quarantine rule on {f!r}: a reject rule takes no variant (use action route)")
+        return self
+
+
 class DeploymentSpec(Record):
-    """Desired state of a deployment. ``traffic`` maps live variants to integer weights summing to 100."""
+    """Desired state of a deployment. ``traffic`` maps live variants to integer weights summing to 100;
+    ``quarantine`` rules are checked in order on every request (the first one a request breaks decides)."""
 
     variants: list[VariantSpec]
     traffic: dict[str, int] = Field(default_factory=dict)
     shadows: list[str] = Field(default_factory=list)
     sticky_header: str | None = Field(None, description="route requests with equal values of this header together")
     description: str = ""
+    quarantine: list[QuarantineRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentSpec:
@@ -197,6 +242,17 @@ class DeploymentSpec(Record):
             raise InvalidArgument(f"variants {both} cannot be both live (weight > 0) and shadow")
         if self.sticky_header is not None and not re.match(r"^[A-Za-z0-9-]{1,64}$", self.sticky_header):
             raise InvalidArgument(f"invalid sticky header name {self.sticky_header!r}")
+        for rule in self.quarantine:
+            if rule.variant is not None and rule.variant not in names:
+                raise InvalidArgument(
+                    f"quarantine rule on {rule.feature!r} routes to variant {rule.variant!r}, which the deployment "
+                    f"does not have; variants are {names} (lift the rule before removing its variant)"
+                )
+            if rule.variant in self.shadows:
+                raise InvalidArgument(
+                    f"quarantine rule on {rule.feature!r} routes to {rule.variant!r}, a shadow; route to a variant "
+                    "that answers requests"
+                )
         return self
 
 

@@ -9,6 +9,9 @@ Invariants:
   ``requested``), so a deployment never changes behind its owner's back; moving an alias into production is an
   explicit redeploy (or, later, a rollout).
 * Every change is a new revision, an event, and a new routing-snapshot version (all in one transaction).
+* Input quarantine rules name inputs of the variants' signatures (numeric bounds on numeric inputs, categories
+  that fit the input's datatype, nulls only where a value can be missing) and route only to a variant that accepts
+  the deployment's requests; they are compiled into the snapshot for the data plane to apply.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from mlpilot.records import (
     ArtifactVersion,
     Deployment,
     DeploymentSpec,
+    QuarantineRule,
     RuntimeOptions,
     VariantSpec,
     check_name,
 )
 from mlpilot.runtimes.app import APP_FLAVOR
-from mlpilot.serving.snapshot import DeploymentRoute, ModelBinding, RoutingSnapshot, VariantRoute
+from mlpilot.serving.snapshot import DeploymentRoute, ModelBinding, QuarantineRoute, RoutingSnapshot, VariantRoute
 from mlpilot.store import Store
 
 log = logging.getLogger("mlpilot.deployments")
@@ -70,12 +74,23 @@ class Deployments:
                 + ", ".join(f"{name} is a {mv.kind.value}" for name, mv in versions.items())
             )
         self._check_signatures(spec, versions)
+        self._check_quarantine(spec, versions)
         return spec.model_copy(update={"variants": pinned}), versions
 
     @staticmethod
-    def _check_signatures(spec: DeploymentSpec, versions: Mapping[str, ArtifactVersion]) -> None:
-        serving = [v.name for v in spec.variants if spec.traffic.get(v.name, 0) > 0 or v.name in spec.shadows]
-        serving = serving or [spec.variants[0].name]
+    def _serving(spec: DeploymentSpec) -> list[str]:
+        """Variants that answer requests: live ones, shadows, and those quarantine rules route to."""
+        routed = {r.variant for r in spec.quarantine if r.variant}
+        serving = [
+            v.name
+            for v in spec.variants
+            if spec.traffic.get(v.name, 0) > 0 or v.name in spec.shadows or v.name in routed
+        ]
+        return serving or [spec.variants[0].name]
+
+    @classmethod
+    def _check_signatures(cls, spec: DeploymentSpec, versions: Mapping[str, ArtifactVersion]) -> None:
+        serving = cls._serving(spec)
         base_name = serving[0]
         base = versions[base_name].signature
         for name in serving[1:]:
@@ -89,6 +104,35 @@ class Deployments:
                     f"{base_name!r} ({versions[base_name].ref}): " + "; ".join(problems),
                     detail={"problems": problems},
                 )
+
+    @classmethod
+    def _check_quarantine(cls, spec: DeploymentSpec, versions: Mapping[str, ArtifactVersion]) -> None:
+        """Every rule names an input of every serving variant's signature, with a condition its datatype allows."""
+        if not spec.quarantine:
+            return
+        apps = [name for name, mv in versions.items() if mv.kind is ArtifactKind.APP]
+        if apps:
+            raise InvalidArgument(
+                "quarantine rules check the inputs of model deployments (OIP v2); this deployment serves LLM apps"
+            )
+        signatures: dict[str, Signature] = {}
+        for name in cls._serving(spec):
+            mv = versions[name]
+            if mv.signature is None:
+                raise InvalidArgument(
+                    f"variant {name!r} ({mv.ref}) has no signature: quarantine rules need the model's inputs"
+                )
+            signatures[name] = Signature.from_dict(mv.signature)
+        for rule in spec.quarantine:
+            for name, sig in signatures.items():
+                inputs = {t.name: t for t in sig.inputs}
+                t = inputs.get(rule.feature)
+                if t is None:
+                    raise InvalidArgument(
+                        f"quarantine rule on {rule.feature!r}: no such input of variant {name!r} "
+                        f"({versions[name].ref}); its inputs are {list(inputs)}"
+                    )
+                _check_rule_datatype(rule, t.datatype, name)
 
     def pin_candidates(self, name: str, candidates: list[VariantSpec]) -> list[VariantSpec]:
         """Check that ``candidates`` could join deployment ``name`` (models exist, are models, and accept the requests
@@ -113,6 +157,11 @@ class Deployments:
         pinned, _ = self._resolve(trial)
         names = {c.name for c in candidates}
         return [v for v in pinned.variants if v.name in names]
+
+    def validate(self, spec: DeploymentSpec) -> DeploymentSpec:
+        """Check ``spec`` as :meth:`apply` would and return it pinned; nothing is written (a dry run)."""
+        pinned, _ = self._resolve(spec)
+        return pinned
 
     def apply(
         self,
@@ -149,7 +198,8 @@ class Deployments:
 
         A new deployment gets the variant at weight 100. On an existing deployment the variant is added at weight 0
         (or as a shadow with ``shadow=True``) for a later traffic change or rollout; ``replace=True`` makes it the
-        only variant at weight 100 (a direct cut-over). Re-deploying an existing variant name replaces its model.
+        only variant at weight 100 (a direct cut-over; input quarantine rules that reject stay, those that route to
+        another variant go with it). Re-deploying an existing variant name replaces its model.
         """
         ref = ArtifactRef.parse(model)
         vname = check_name(variant or f"{ref.name}-v{self.store.get_version(ref).version}", "variant name")
@@ -164,6 +214,7 @@ class Deployments:
                 traffic={vname: 100},
                 sticky_header=sticky_header or (current.spec.sticky_header if current else None),
                 description=current.spec.description if current else "",
+                quarantine=[r for r in current.spec.quarantine if r.action == "reject"] if current else [],
             )
             return self.apply(name, spec, actor, expect_revision=current.revision if current else 0)
         variants = [v for v in current.spec.variants if v.name != vname] + [new]
@@ -279,6 +330,7 @@ class Deployments:
                     max_wait_ms=batching.max_wait_ms if batching else 0.0,
                     replicas=v.runtime.replicas,
                     timeout_s=v.runtime.timeout_s,
+                    generation=v.runtime.generation,
                 )
             )
         return DeploymentRoute(
@@ -288,4 +340,33 @@ class Deployments:
             weights=dict(d.spec.traffic),
             shadows=tuple(d.spec.shadows),
             sticky_header=d.spec.sticky_header,
+            quarantine=tuple(quarantine_route(r) for r in d.spec.quarantine),
         )
+
+
+def quarantine_route(rule: QuarantineRule) -> QuarantineRoute:
+    """A deployment's quarantine rule as the data plane applies it."""
+    allowed = tuple(rule.allowed) if rule.allowed is not None else None
+    return QuarantineRoute(**{**rule.model_dump(exclude={"allowed"}), "allowed": allowed})
+
+
+def _check_rule_datatype(rule: QuarantineRule, datatype: str, variant: str) -> None:
+    where = f"quarantine rule on {rule.feature!r}"
+    numeric = datatype not in ("BYTES", "BOOL")
+    if (rule.low is not None or rule.high is not None) and not numeric:
+        raise InvalidArgument(
+            f"{where}: bounds need a numeric input, but it is {datatype} in variant {variant!r}; use allowed"
+        )
+    if rule.allowed is not None and numeric:
+        bad = []
+        for a in rule.allowed:
+            try:
+                float(a)
+            except ValueError:
+                bad.append(a)
+        if bad:
+            raise InvalidArgument(
+                f"{where}: the input is {datatype} in variant {variant!r}, so allowed values must be numbers; got {bad}"
+            )
+    if rule.nulls and not datatype.startswith("FP") and datatype != "BYTES":
+        raise InvalidArgument(f"{where}: the input is {datatype} in variant {variant!r}; it cannot hold missing values")

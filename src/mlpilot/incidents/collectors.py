@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-
 from typing import Any
 
 import numpy as np
@@ -44,8 +43,6 @@ def _quiet(fn: Any) -> Any:
 
 #: NaN-ignoring statistics that return NaN (instead of warning) when there is nothing to summarise
 nanmean, nanstd, nanmedian, nanquantile = (_quiet(f) for f in (np.nanmean, np.nanstd, np.nanmedian, np.nanquantile))
-
-MINUTE = np.timedelta64(60, "s")
 
 
 # --------------------------------------------------------------------------------------------- the symptom
@@ -79,17 +76,15 @@ def symptom_values(frame: pd.DataFrame, kind: str) -> np.ndarray:
     return (frame["status"].to_numpy() == "error").astype(float) if "status" in frame else np.zeros(n)
 
 
-def _minutes(frame: pd.DataFrame, start: datetime) -> np.ndarray:
+def per_bucket(frame: pd.DataFrame, values: np.ndarray, start: datetime, n: int, width_s: float = 60.0) -> np.ndarray:
+    """Mean of ``values`` per bucket of ``width_s`` seconds from ``start`` (NaN for empty buckets)."""
     ts = frame["ts"].to_numpy(dtype="datetime64[ns]")
-    return ((ts - np.datetime64(start.replace(tzinfo=None), "ns")) // MINUTE).astype(np.int64)
-
-
-def per_minute(frame: pd.DataFrame, values: np.ndarray, start: datetime, minutes: int) -> np.ndarray:
-    """Mean of ``values`` per minute from ``start`` (NaN for minutes with no values)."""
-    idx = _minutes(frame, start)
-    ok = (idx >= 0) & (idx < minutes) & ~np.isnan(values)
-    sums = np.bincount(idx[ok], weights=values[ok], minlength=minutes)[:minutes]
-    counts = np.bincount(idx[ok], minlength=minutes)[:minutes].astype(float)
+    idx = ((ts - np.datetime64(start.replace(tzinfo=None), "ns")) // np.timedelta64(int(width_s * 1e9), "ns")).astype(
+        np.int64
+    )
+    ok = (idx >= 0) & (idx < n) & ~np.isnan(values)
+    sums = np.bincount(idx[ok], weights=values[ok], minlength=n)[:n]
+    counts = np.bincount(idx[ok], minlength=n)[:n].astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
@@ -104,15 +99,23 @@ def split(case: Case, onset: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
 # --------------------------------------------------------------------------------------------- collectors
 
 
+def bucket_seconds(span_s: float) -> float:
+    """Width of the series' buckets: a minute for hours of data, down to a second for a minute of it (about 120
+    buckets over the window), so the same engine works on production windows and on short tests."""
+    return float(min(60.0, max(1.0, round(span_s / 120.0))))
+
+
 def changepoint(case: Case) -> list[Evidence]:
-    """The best single mean shift of the symptom's per-minute series (refines the alert's onset), whether a step
-    explains it better than a linear trend (``abrupt``), and its size in baseline standard deviations."""
+    """The best single mean shift of the symptom's series (refines the alert's onset), how many buckets the change
+    took (``abrupt`` when at most 3: a step rather than a ramp), and its size in baseline standard deviations."""
     f = case.frame
     if f.empty:
         return []
     start = pd.Timestamp(f["ts"].min()).floor("s").to_pydatetime()
-    minutes = int((case.now - start).total_seconds() // 60) + 1
-    series = per_minute(f, symptom_values(f, case.symptom.kind), start, minutes)
+    span = (case.now - start).total_seconds()
+    width_s = bucket_seconds(span)
+    n_buckets = int(span // width_s) + 1
+    series = per_bucket(f, symptom_values(f, case.symptom.kind), start, n_buckets, width_s)
     ok = ~np.isnan(series)
     x = np.flatnonzero(ok)
     y = series[ok]
@@ -123,18 +126,14 @@ def changepoint(case: Case) -> list[Evidence]:
     before, after = y[:best_k], y[best_k:]
     sd = float(np.std(before)) or float(np.std(y)) or 1e-9
     shift = float(np.mean(after) - np.mean(before))
-    step_r2 = best / total_ss if total_ss > 0 else 0.0
-    slope = np.polyfit(x.astype(float), y, 1)
-    resid = y - np.polyval(slope, x.astype(float))
-    trend_r2 = 1.0 - float(np.sum(resid**2)) / total_ss if total_ss > 0 else 0.0
-    at = start + timedelta(minutes=int(x[best_k]))
+    at = start + timedelta(seconds=int(x[best_k]) * width_s)
     width = ramp_width(y, best_k)
     return [
         Evidence(
             "changepoint:symptom",
             "changepoint",
             f"symptom:{case.symptom.kind}",
-            f"{case.symptom.kind} moved from {np.mean(before):.4g} to {np.mean(after):.4g} per minute at {at:%H:%M}",
+            f"{case.symptom.kind} moved from {np.mean(before):.4g} to {np.mean(after):.4g} at {at:%H:%M:%S}",
             effect=abs(shift) / max(sd, 1e-9 + 0.05 * abs(float(np.mean(before)))),
             specificity=0.0,
             at=at,
@@ -142,9 +141,9 @@ def changepoint(case: Case) -> list[Evidence]:
                 "before": float(np.mean(before)),
                 "after": float(np.mean(after)),
                 "abrupt": width <= 3,
-                "ramp_minutes": width,
-                "step_r2": float(step_r2),
-                "trend_r2": float(trend_r2),
+                "ramp_buckets": width,
+                "bucket_s": width_s,
+                "step_r2": float(best / total_ss) if total_ss > 0 else 0.0,
                 "series": [None if v != v else round(float(v), 6) for v in series[-180:]],
             },
         )

@@ -15,6 +15,7 @@ import pandas as pd
 
 from mlpilot.errors import NotFound
 from mlpilot.incidents.evidence import Case, Change, Symptom
+from mlpilot.monitors.alerts import slo_of
 from mlpilot.monitors.feedback import FeedbackService
 from mlpilot.records import Alert, Event, Incident
 from mlpilot.store import Store
@@ -48,14 +49,16 @@ _LLM_STAGES = {"retrieve_s": "retrieve", "generate_s": "generate", "tool_s": "to
 def symptom_of(store: Store, incident: Incident) -> Symptom:
     """The incident's main symptom: its most severe alert that is not about drift (drift only when nothing else
     fired), its onset a few minutes before that alert fired (the change-point collector refines it)."""
-    alerts: list[tuple[Alert, str]] = []
+    alerts: list[tuple[Alert, str, timedelta]] = []
     for alert_id in incident.alerts:
         try:
             a = store.get_alert(alert_id)
         except NotFound:
             continue
+        lag = timedelta(minutes=5)
         try:
             slo = store.get_slo(a.deployment, a.slo)
+            lag = min(r.short for r in slo_of(slo).rules)  # the symptom is about as old as the shortest window
             indicator = slo.spec.indicator.value
             kind = _INDICATOR_SYMPTOM.get(indicator, "errors")
             if indicator == "monitor" and slo.spec.monitor:
@@ -63,12 +66,12 @@ def symptom_of(store: Store, incident: Incident) -> Symptom:
                 kind = "quality" if mon.spec.kind == "llm" else "drift" if mon.spec.kind == "drift" else "errors"
         except NotFound:
             kind = "errors"
-        alerts.append((a, kind))
+        alerts.append((a, kind, lag))
     if not alerts:
         return Symptom("errors", incident.opened_at - timedelta(minutes=5), incident.title, incident.severity)
     alerts.sort(key=lambda x: (x[1] == "drift", x[0].severity != "page", x[0].fired_at))
-    a, kind = alerts[0]
-    return Symptom(kind, a.fired_at - timedelta(minutes=5), f"{a.deployment}/{a.slo}", a.severity)
+    a, kind, lag = alerts[0]
+    return Symptom(kind, a.fired_at - lag, f"{a.deployment}/{a.slo}", a.severity)
 
 
 def frame_of(feedback: FeedbackService, deployment: str, since: datetime, until: datetime) -> pd.DataFrame:

@@ -162,6 +162,11 @@ class HealingPolicy:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidArgument(f"unknown healing policy fields {unknown}; fields are {sorted(known)}")
+        for name in ("allowed", "approval"):
+            if name in data and (
+                isinstance(data[name], str) or not isinstance(data[name], (list, tuple, set, frozenset))
+            ):
+                raise InvalidArgument(f"healing policy {name!r} must be a list of action names, got {data[name]!r}")
         try:
             return cls(
                 mode=str(data.get("mode", "suggest")),
@@ -221,8 +226,12 @@ def decide(
         return Decision("record", None, top.confidence if top else 0.0, why)
     s = top.suggestion
     action = Action(s.action, s.target, dict(s.params))
-    if action.kind in NO_MODEL_ACTION:
-        return Decision("execute", action, top.confidence, f"{s.why or 'notify only'}", {"no_model_action": True})
+    if action.kind in NO_MODEL_ACTION:  # telling people changes nothing that serves: no guardrail but the mode
+        checks = {"no_model_action": True, "allowed": action.kind in policy.allowed}
+        if policy.mode == "observe" or not checks["allowed"]:
+            why = "observe mode: diagnosis recorded" if policy.mode == "observe" else f"{action.kind} is not allowed"
+            return Decision("record", action, top.confidence, why, checks)
+        return Decision("execute", action, top.confidence, s.why or "notify only", checks)
     recent = [p for p in history if p.kind not in NO_MODEL_ACTION and now - p.at < timedelta(hours=1)]
     checks = {
         "mode_auto": policy.mode == "auto",

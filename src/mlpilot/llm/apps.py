@@ -37,6 +37,7 @@ from the request's variables or else from its last user message.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,9 +55,11 @@ __all__ = [
     "Pricing",
     "RetrieverSpec",
     "artifact_refs",
+    "generator_backends",
     "load_app_file",
     "parse_app",
     "validate_app_file",
+    "with_generator_backends",
 ]
 
 SCHEMA_VERSION = 1
@@ -249,3 +252,27 @@ def validate_app_file(path: str | Path) -> dict[str, Any]:
     """Validate an app file; the metadata the registry stores with its version: ``{"app": {...the spec...}}``."""
     spec = load_app_file(path)
     return {"app": spec.to_dict()}
+
+
+def generator_backends(spec: AppSpec) -> list[BackendSpec]:
+    """The backends an app generates with, in the order they are tried (each without its ``fallback``); empty for
+    the local generator."""
+    out = []
+    backend = spec.generator.backend if spec.generator is not None else None
+    while backend is not None:
+        out.append(backend.model_copy(update={"fallback": None}))
+        backend = backend.fallback
+    return out
+
+
+def with_generator_backends(spec: AppSpec, backends: Sequence[BackendSpec]) -> AppSpec:
+    """``spec`` generating with ``backends``: the first answers, each next one is the previous one's fallback (e.g.
+    a failover drops the failing backend from the chain; pinning keeps one backend alone)."""
+    if not backends:
+        raise InvalidArgument("an app that generates with a backend needs at least one")
+    chain: BackendSpec | None = None
+    for backend in reversed(backends):
+        chain = backend.model_copy(update={"fallback": chain})
+    assert chain is not None
+    generator = {"backend": chain.model_dump(mode="json", exclude_none=True)}
+    return parse_app({**spec.to_dict(), "generator": generator})

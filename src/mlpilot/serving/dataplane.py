@@ -10,6 +10,8 @@ Invariants:
 * Shadow variants run after the primary answer is computed, on their own executor, bounded; when saturated they
   are dropped and counted, never queued behind the primary.
 * REST and gRPC call the same methods; transports own only their codecs.
+* A deployment's input quarantine (``serving/quarantine.py``) is compiled with its routing; ``screen`` checks a
+  request against it after routing and before validation: it rejects (``Quarantined``) or re-routes the request.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from mlpilot.runtimes import BatchingRuntime, FlavorRuntime, Runtime
 from mlpilot.runtimes.app import APP_FLAVOR, AppRuntime
 from mlpilot.serving.codec import DecodedRequest
 from mlpilot.serving.metrics import Metrics, VariantMetrics
+from mlpilot.serving.quarantine import Quarantine, Quarantined
 from mlpilot.serving.router import SplitTable
 from mlpilot.serving.snapshot import DeploymentRoute, RoutingSnapshot, VariantRoute
 from mlpilot.serving.validate import InputValidator
@@ -94,6 +97,7 @@ class LoadedDeployment:
     split: SplitTable | None
     by_version: dict[str, str]
     shadows: list[LoadedVariant]
+    quarantine: Quarantine | None = None  # None: no rules (the hot path tests only this)
 
 
 @dataclass
@@ -115,6 +119,7 @@ def _variant_key(d: str, v: VariantRoute) -> tuple[Any, ...]:
         repr(m.signature),
         v.max_batch_size,
         v.max_wait_ms,
+        v.generation,
     )
 
 
@@ -221,6 +226,7 @@ class DataPlane:
             split=SplitTable(route.weights, order) if live else None,
             by_version=by_version,
             shadows=[variants[s] for s in route.shadows if s in variants],
+            quarantine=Quarantine(route.quarantine) if route.quarantine else None,
         )
 
     async def _load_variant(self, deployment: str, v: VariantRoute, key: tuple[Any, ...]) -> LoadedVariant:
@@ -371,6 +377,38 @@ class DataPlane:
         if d.split is None:
             raise Unavailable(f"model {name!r} has no variant taking traffic (all weights are 0)")
         return d, d.variants[d.split.route(sticky_key)]
+
+    def screen(
+        self,
+        d: LoadedDeployment,
+        lv: LoadedVariant,
+        request: DecodedRequest,
+        request_id: str,
+        sticky_key: str | None = None,
+    ) -> LoadedVariant:
+        """Apply the deployment's input quarantine to a routed request: the variant that serves it (``lv``, or a
+        route rule's variant), or ``Quarantined`` (counted, and recorded in the request log as an error of ``lv``).
+        Call only when ``d.quarantine`` is set."""
+        assert d.quarantine is not None
+        verdict = d.quarantine.check(request.inputs)
+        if verdict is None:
+            return lv
+        rule = verdict.rule
+        self.metrics.quarantined.labels(d.route.name, rule.feature, rule.action).inc()
+        if rule.action == "route" and rule.variant is not None:
+            target = d.variants.get(rule.variant)
+            if target is not None:
+                return target
+        exc = Quarantined(verdict.message(), detail={"feature": rule.feature, "rows": verdict.rows})
+        lv.metrics.requests["client_error"].inc()
+        try:
+            inputs = lv.validator(request.inputs)
+        except MlpilotError:
+            inputs = None
+        if lv.validator.single_name and inputs is not None:
+            inputs = {lv.validator.single_name: inputs}
+        self._record(d, lv, request_id, "error", 0.0, sticky_key, exc, None, inputs)
+        raise exc
 
     async def infer(
         self,

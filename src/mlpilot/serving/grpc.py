@@ -205,6 +205,8 @@ class InferenceServicer:
         decoded = self._decode(request)
         t1 = time.perf_counter()
         d, lv = self.dp.choose(name, request.model_version or None, sticky)
+        if d.quarantine is not None:
+            lv = self.dp.screen(d, lv, decoded, request_id, sticky)
         try:
             result = await self.dp.infer(d, lv, decoded, request_id, sticky, arrived=t0)
             t2 = time.perf_counter()

@@ -19,6 +19,7 @@ from mlpilot.errors import HTTP_STATUS, InvalidArgument, MlpilotError, NotFound
 from mlpilot.serving.codec import HEADER, decode_request, encode_response
 from mlpilot.serving.dataplane import DataPlane
 from mlpilot.serving.openai import OpenAIEdge, error_body, sse
+from mlpilot.serving.quarantine import Quarantined
 from mlpilot.serving.tracing import RequestTracer
 
 log = logging.getLogger("mlpilot.serving")
@@ -114,8 +115,11 @@ class InferenceApp:
             reason = "not_found" if isinstance(exc, NotFound) else "bad_request"
             if isinstance(exc, PayloadTooLarge):
                 reason = "too_large"
-            self.dp.metrics.unmatched[reason].inc()
-            status = 413 if isinstance(exc, PayloadTooLarge) else HTTP_STATUS[exc.kind]
+            if isinstance(exc, Quarantined):  # routed, then refused: counted by the data plane
+                status = 422
+            else:
+                self.dp.metrics.unmatched[reason].inc()
+                status = 413 if isinstance(exc, PayloadTooLarge) else HTTP_STATUS[exc.kind]
             await _respond(send, status, orjson.dumps({"error": exc.message}), _JSON, request_id)
         except Exception:
             log.exception("unexpected error on %s", path)
@@ -243,6 +247,8 @@ class InferenceApp:
         decoded = decode_request(body, header_len)
         t1 = time.perf_counter()
         d, lv = self.dp.choose(name, version, sticky)
+        if d.quarantine is not None:
+            lv = self.dp.screen(d, lv, decoded, request_id, sticky)
         vm = lv.metrics
         root, trace_id = (
             self.tracer.begin(name, request_id, t0, _header(scope, b"traceparent"))

@@ -172,6 +172,12 @@ class Metrics:
             registry=r,
         )
         self.snapshot_version = Gauge("mlpilot_snapshot_version", "Routing snapshot being served", registry=r)
+        self.quarantined = Counter(
+            "mlpilot_quarantined_requests",
+            "Requests an input quarantine rule rejected or routed, by feature and action (reject, route)",
+            ["deployment", "feature", "action"],
+            registry=r,
+        )
         self.unmatched = {
             reason: self.errors.labels(reason) for reason in ("bad_request", "not_found", "too_large", "internal")
         }

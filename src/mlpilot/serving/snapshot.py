@@ -8,7 +8,7 @@ boundary (workers, remote data-plane hosts).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -34,6 +34,23 @@ class VariantRoute:
     max_wait_ms: float | None = None  # None: adaptive
     replicas: int = 1
     timeout_s: float = 30.0
+    generation: int = 0  # a new generation loads the runtime anew (a restart)
+
+
+@dataclass(frozen=True)
+class QuarantineRoute:
+    """An input quarantine rule of a deployment (``DeploymentSpec.quarantine``), checked before the model runs:
+    ``action`` is ``reject`` or ``route`` (to ``variant``); one condition: ``low``/``high``, ``allowed`` or
+    ``nulls``."""
+
+    feature: str
+    action: str = "reject"
+    low: float | None = None
+    high: float | None = None
+    allowed: tuple[str, ...] | None = None
+    nulls: bool = False
+    variant: str | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,7 @@ class DeploymentRoute:
     weights: Mapping[str, int]
     shadows: tuple[str, ...] = ()
     sticky_header: str | None = None
+    quarantine: tuple[QuarantineRoute, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,10 @@ class RoutingSnapshot:
                     "weights": dict(d.weights),
                     "shadows": list(d.shadows),
                     "sticky_header": d.sticky_header,
+                    "quarantine": [
+                        {**asdict(q), "allowed": list(q.allowed) if q.allowed is not None else None}
+                        for q in d.quarantine
+                    ],
                     "variants": [
                         {
                             "name": v.name,
@@ -69,6 +91,7 @@ class RoutingSnapshot:
                             "max_wait_ms": v.max_wait_ms,
                             "replicas": v.replicas,
                             "timeout_s": v.timeout_s,
+                            "generation": v.generation,
                             "model": {
                                 "name": v.model.name,
                                 "version": v.model.version,
@@ -99,6 +122,7 @@ class RoutingSnapshot:
                     max_wait_ms=v["max_wait_ms"],
                     replicas=v["replicas"],
                     timeout_s=v["timeout_s"],
+                    generation=int(v.get("generation", 0)),
                 )
                 for v in d["variants"]
             )
@@ -109,5 +133,9 @@ class RoutingSnapshot:
                 weights=d["weights"],
                 shadows=tuple(d["shadows"]),
                 sticky_header=d["sticky_header"],
+                quarantine=tuple(
+                    QuarantineRoute(**{**q, "allowed": tuple(q["allowed"]) if q.get("allowed") is not None else None})
+                    for q in d.get("quarantine", ())
+                ),
             )
         return cls(version=int(data["version"]), deployments=deployments)
