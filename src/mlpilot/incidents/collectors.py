@@ -189,7 +189,7 @@ def ramp_width(y: np.ndarray, k: int, widths: Sequence[int] = (1, 3, 6, 10, 15, 
     n = len(y)
     errs: dict[int, float] = {}
     for w in widths:
-        for end in range(max(k - w // 2, 1), min(k + w // 2 + 1, n)):
+        for end in range(max(k - w // 2, 1), min(k + w // 2 + 2, n + 1)):
             begin = max(end - w, 0)
             a, b = float(np.mean(y[:begin])) if begin > 0 else float(y[0]), float(np.mean(y[end:]))
             fit = np.empty(n)
@@ -297,8 +297,8 @@ def feature_drift(case: Case, onset: datetime) -> list[Evidence]:
                 ks=stat,
                 low=float(lo_w),
                 high=float(hi_w),
-                scale_ratio=(med_a / med_b) if med_b > 0 else float("inf"),
-                std_ratio=sd_a / sd_b if sd_b > 0 else float("inf"),
+                scale_ratio=_ratio(med_a, med_b),
+                std_ratio=_ratio(sd_a, sd_b),
                 unique_before=uniq_b,
                 unique_after=uniq_a,
                 outside=float(np.mean(flagged)),
@@ -347,6 +347,13 @@ def feature_drift(case: Case, onset: datetime) -> list[Evidence]:
     return [
         Evidence(e.ref, e.kind, e.component, e.summary, e.effect, 1.0 / max(drifting, 1), e.at, e.data) for e in out
     ]
+
+
+def _ratio(a: float, b: float) -> float:
+    """``a / b`` where 0/0 is 1 (nothing changed) and x/0 is a large finite number (JSON has no infinity)."""
+    if b > 0:
+        return a / b
+    return 1.0 if a == 0 else 1e6
 
 
 def _drift_kind(d: dict[str, object], numeric: bool) -> str:
@@ -458,12 +465,14 @@ def error_clusters(case: Case, onset: datetime, k: int = 3) -> list[Evidence]:
     if err_a.empty:
         return []
     tb = before["error"].dropna().astype(str).map(error_template).value_counts()
-    ta = err_a.map(error_template).value_counts()
+    templates = err_a.map(error_template)
+    ta = templates.value_counts()
     out = []
     for i, (tmpl, count) in enumerate(ta.head(k).items()):
         rate_a = count / max(len(after), 1)
         rate_b = tb.get(tmpl, 0) / max(len(before), 1)
-        comp = _error_component(str(tmpl), case)
+        example = str(err_a[templates == tmpl].iloc[0])  # names (a quoted column) survive in the raw message only
+        comp = _error_component(str(tmpl), example, case)
         out.append(
             Evidence(
                 f"errors:{i + 1}",
@@ -472,19 +481,26 @@ def error_clusters(case: Case, onset: datetime, k: int = 3) -> list[Evidence]:
                 f"{count} errors like {tmpl!r} ({rate_b:.2%} → {rate_a:.2%} of requests)",
                 effect=max(rate_a - rate_b, 0.0) / 0.02,
                 specificity=float(count / max(len(err_a), 1)),
-                data={"template": tmpl, "count": int(count), "rate_before": rate_b, "rate_after": rate_a},
+                data={
+                    "template": tmpl,
+                    "example": example[:300],
+                    "count": int(count),
+                    "rate_before": rate_b,
+                    "rate_after": rate_a,
+                },
             )
         )
     return out
 
 
-def _error_component(template: str, case: Case) -> str:
+def _error_component(template: str, example: str, case: Case) -> str:
     if "429" in template or "rate limit" in template or "too many requests" in template:
         return "provider:" + _first(case, "llm.backend", "primary")
     if "out of memory" in template or "oom" in template or "memoryerror" in template:
         return f"release:{case.deployment}"
-    for col in _features(case):
-        if col[3:].lower() in template:
+    raw = example.lower()
+    for col in _features(case):  # a feature named as a whole word ("age" is not in "storage")
+        if re.search(rf"(?<![\w.]){re.escape(col[3:].lower())}(?![\w])", raw):
             return f"feature:{col[3:]}"
     if "timeout" in template or "timed out" in template:
         return f"config:{case.deployment}"

@@ -11,6 +11,7 @@ wrong): the right remediation touches no model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -209,5 +210,5 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):
         return _jsonable(value.item())
     if isinstance(value, float):
-        return round(value, 6) if value == value else None
+        return round(value, 6) if math.isfinite(value) else None
     return value

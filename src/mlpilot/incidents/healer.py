@@ -267,7 +267,8 @@ class Healer:
 
     def _verify(self, incident: Incident, r: dict[str, Any], now: datetime) -> dict[str, Any]:
         executed_at = datetime.fromisoformat(r["history"][-1]["at"])
-        after = self._symptom(incident.deployment, r["symptom"], executed_at + GRACE, now)
+        grace = min(GRACE, self.policy(incident.deployment).verify_after / 4)
+        after = self._symptom(incident.deployment, r["symptom"], executed_at + grace, now)
         base, during = _num(r.get("baseline")), _num(r.get("during"))
         v = healing.verify(base, during, after)
         rid = int(r["id"])

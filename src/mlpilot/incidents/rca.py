@@ -94,11 +94,12 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
     max_drift_impact = max((abs(float(e.data.get("impact", 0.0))) for e in drifts), default=0.0)
     strong_drift = [e for e in drifts if e.effect >= 1.0 and float(e.data.get("impact_z", 0.0)) >= 3.0]
 
-    def aligned(component_prefix: str, kinds: Sequence[str] = ()) -> list[tuple[Evidence, float]]:
+    def aligned(component_prefix: str, kinds: Sequence[str] = (), exact: bool = False) -> list[tuple[Evidence, float]]:
         return [
             (c, align(c.at, onset))
             for c in changes
-            if c.component.startswith(component_prefix) and (not kinds or c.data.get("change_kind") in kinds)
+            if (c.component == component_prefix if exact else c.component.startswith(component_prefix))
+            and (not kinds or c.data.get("change_kind") in kinds)
         ]
 
     # ---- one variant worse than the others
@@ -108,7 +109,7 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
         if z < 2.0:
             continue
         s_var = sat(e.effect) * (0.55 + 0.45 * e.specificity)
-        ch = aligned(f"variant:{v}") + aligned(f"rollout:{v}")
+        ch = aligned(f"variant:{v}", exact=True)
         s_ch = max((a for _, a in ch), default=0.0)
         sl = [x for x in by_kind.get("slice", []) if x.component == e.component]
         conf = noisy_or(0.9 * s_var, 0.35 * s_ch, 0.25 * sat(sl[0].effect) if sl else 0.0)
@@ -118,6 +119,8 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
             sug = Suggestion(
                 "shift_traffic", f"variant:{v}", {"to": case.stable_variant}, f"move {v}'s traffic to stable"
             )
+        elif v == case.stable_variant:
+            sug = None  # never take the stable variant out on our own: what would serve instead is not known good
         else:
             sug = Suggestion("disable_variant", f"variant:{v}", {}, f"stop sending traffic to {v}")
         b.add("bad_variant", e.component, conf, [e, *sl, *(c for c, a in ch if a > 0.1)], e.summary, sug)
@@ -258,6 +261,8 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
         elif e.component.startswith("feature:") and e.effect >= 0.5:
             feature = e.component.split(":", 1)[1]
             d = next((x for x in drifts if x.component == e.component), None)
+            if d is None or (d.effect < 0.5 and float(d.data.get("outside", 0.0)) < 0.01):
+                continue  # an error that names a feature whose values did not change says little about it
             b.add(
                 "null_spike" if d is None or d.data.get("kind") == "nulls" else "feature_drift",
                 e.component,

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlpilot.clock import Clock
@@ -47,6 +48,15 @@ def bucket_seconds(slo: SLO) -> float:
     """Bucket width: a fifth of the shortest rule window, between 1 s and 60 s."""
     shortest = min(r.short for r in slo.rules).total_seconds()
     return float(min(60.0, max(1.0, shortest / 5.0)))
+
+
+def same_label(pred: pd.Series, label: pd.Series) -> pd.Series:
+    """Whether predictions equal labels: numerically when both are numbers (a label column with gaps comes back
+    from the join as floats, ``2.0`` must equal the prediction ``2``), as text otherwise."""
+    p, lab = pd.to_numeric(pred, errors="coerce"), pd.to_numeric(label, errors="coerce")
+    numeric = p.notna() & lab.notna()
+    as_text = pred.astype(str) == label.astype(str)
+    return pd.Series(np.where(numeric, p == lab, as_text), index=pred.index)
 
 
 def monitor_slices(
@@ -239,7 +249,7 @@ class AlertService:
         if defn.spec.threshold is not None:  # regression: within the tolerance
             good = (pred.astype(float) - label.astype(float)).abs() <= defn.spec.threshold
         else:
-            good = pred.astype(str) == label.astype(str)
+            good = same_label(pred, label)
         ts = pd.to_datetime(labelled["ts"], utc=True)
         starts = ts.dt.floor(f"{int(bucket * 1000)}ms")
         frame = pd.DataFrame({"start": starts, "good": good.astype(float), "total": 1.0})

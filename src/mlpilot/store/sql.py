@@ -150,7 +150,8 @@ class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin, IncidentsMixin, H
         after: Mapping[str, Any] | None,
     ) -> int:
         return conn.execute(
-            t.events.insert().values(
+            t.events.insert()
+            .values(
                 ts=self.clock.now(),
                 actor=actor,
                 action=action,

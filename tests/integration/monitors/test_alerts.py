@@ -172,6 +172,20 @@ def test_accuracy_slo_counts_labelled_predictions(world: World) -> None:
     assert [c.action for c in p.alerts.evaluate_all() if c.alert.slo == "acc"] == ["fired"]
 
 
+def test_accuracy_slo_with_some_predictions_unlabelled_compares_numbers_as_numbers(world: World) -> None:
+    """A label column with gaps comes back from the join as floats: ``2.0`` must count as equal to ``2``."""
+    p = world.platform
+    rules = [BurnRateRuleSpec(long="1h", short="10m", burn_rate=2)]
+    p.alerts.create("iris", "acc", SLOSpec(indicator=Indicator.ACCURACY, objective=0.9, rules=rules), "t")
+    frame = world.X.sample(120, random_state=12)
+    ids = world.log(frame, minutes=30, batch=1)
+    right = [int(lbl) for lbl in world.model.predict(frame)]
+    p.feedback.submit("iris", [{"request_id": r, "label": w} for r, w in list(zip(ids, right, strict=True))[:100]], "t")
+    st = p.alerts.status("iris", "acc")
+    assert st.total == 100 and st.good == 100
+    assert p.alerts.evaluate_all() == []
+
+
 def test_failed_webhook_is_retried_then_recorded(world: World, receiver: Receiver) -> None:
     p = world.platform
     p.notifier.backoff_s = 0.01
