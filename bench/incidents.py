@@ -42,9 +42,8 @@ def main() -> int:
     card["wall_seconds"] = round(wall, 1)
     card["workers"] = a.workers
     print(json.dumps(card, indent=2, default=str))
-    print(
-        f"\n{'scenario':34s} {'runs':>4s} {'det':>5s} {'page':>5s} {'ac@1':>5s} {'ac@3':>5s} {'baro':>5s} {'acts':>4s} {'mit':>4s}"
-    )
+    heads = ("runs", "det", "page", "ac@1", "ac@3", "baro", "acts", "mit")
+    print(f"\n{'scenario':34s} " + " ".join(f"{h:>4s}" if h in ("runs", "acts", "mit") else f"{h:>5s}" for h in heads))
     for row in per_scenario(results):
         f = lambda v: "  -  " if v is None else f"{v:5.2f}"  # noqa: E731
         print(

@@ -129,6 +129,7 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
             move=incidents.move,
             notify=incidents.notify,
         )
+        incidents.rediagnose_after = timedelta(seconds=inc.rediagnose_s)
     return Platform(
         settings,
         clock,

@@ -124,6 +124,8 @@ class IncidentSettings(BaseModel):
     verify_after_s: float = 300.0
     #: seconds between two automatic actions on one deployment.
     cooldown_s: float = 600.0
+    #: seconds after which an open incident with an inconclusive diagnosis is diagnosed again (more data arrived).
+    rediagnose_s: float = 300.0
 
     @field_validator("healing_mode")
     @classmethod

@@ -191,7 +191,8 @@ def ramp_width(y: np.ndarray, k: int, widths: Sequence[int] = (1, 3, 6, 10, 15, 
     for w in widths:
         for end in range(max(k - w // 2, 1), min(k + w // 2 + 2, n + 1)):
             begin = max(end - w, 0)
-            a, b = float(np.mean(y[:begin])) if begin > 0 else float(y[0]), float(np.mean(y[end:]))
+            a = float(np.mean(y[:begin])) if begin > 0 else float(y[0])
+            b = float(np.mean(y[end:])) if end < n else float(y[-1])  # a ramp to the last point ends at it
             fit = np.empty(n)
             fit[:begin] = a
             fit[begin:end] = np.linspace(a, b, end - begin + 1)[1:] if end > begin else b
@@ -293,7 +294,10 @@ def feature_drift(case: Case, onset: datetime) -> list[Evidence]:
             med_b, med_a = float(np.median(np.abs(bv))), float(np.median(np.abs(av)))
             uniq_b = len(np.unique(bv[-500:])) / max(min(len(bv), 500), 1)
             uniq_a = len(np.unique(av[-500:])) / max(min(len(av), 500), 1)
+            out_vals = np.abs(vals[flagged & ~np.isnan(vals)])
+            outlier_scale = _ratio(float(np.median(out_vals)), med_b) if len(out_vals) else 1.0
             data.update(
+                outlier_scale=outlier_scale,
                 ks=stat,
                 low=float(lo_w),
                 high=float(hi_w),
@@ -366,8 +370,10 @@ def _drift_kind(d: dict[str, object], numeric: bool) -> str:
     ratio = float(d["scale_ratio"])  # type: ignore[arg-type]
     if float(d["unique_after"]) < 0.35 * float(d["unique_before"]) or float(d["std_ratio"]) < 0.2:  # type: ignore[arg-type]
         return "stale"
-    if ratio > 2.5 or ratio < 0.4:
-        return "rescale"
+    outliers = float(d.get("outside", 0.0))  # type: ignore[arg-type]
+    scale = float(d.get("outlier_scale", 1.0))  # type: ignore[arg-type]
+    if ratio > 2.5 or ratio < 0.4 or (outliers >= 0.02 and (scale > 5.0 or scale < 0.2)):
+        return "rescale"  # all values, or the outlying share of them, are off by a factor (a unit change upstream)
     return "distribution"
 
 

@@ -39,6 +39,9 @@ log = logging.getLogger("mlpilot.incidents")
 ACTOR = "mlpilot-healer"
 #: an action's own first minute is not judged (the data plane picks the change up within a snapshot poll)
 GRACE = timedelta(seconds=20)
+#: with no measurement since the action (no traffic, labels not in yet), verification waits up to this many
+#: ``verify_after`` periods before it gives up and undoes the action
+MAX_WAIT = 4
 
 
 class Healer:
@@ -89,14 +92,15 @@ class Healer:
             )
         else:
             d = rca.diagnose(case, min_confidence=0.5)
-        body = d.to_dict()
-        body["symptom"] = {
-            "kind": case.symptom.kind,
-            "metric": case.symptom.metric,
-            "onset": case.symptom.onset.isoformat(),
-        }
-        self.store.append_event(ACTOR, "incident.diagnosed", f"incident:{incident.id}", None, body)
+        self.record(incident, d, case.symptom.kind, case.symptom.metric, case.symptom.onset)
         return d
+
+    def record(self, incident: Incident, d: Diagnosis, kind: str, metric: str, onset: datetime) -> None:
+        """Record ``d`` as the incident's latest diagnosis (``incident.diagnosed``) with its symptom: remediations
+        measure that symptom from ``onset`` on."""
+        body = d.to_dict()
+        body["symptom"] = {"kind": kind, "metric": metric, "onset": onset.isoformat()}
+        self.store.append_event(ACTOR, "incident.diagnosed", f"incident:{incident.id}", None, body)
 
     def diagnosis(self, incident_id: int) -> dict[str, Any] | None:
         """The latest recorded diagnosis of the incident (``None`` before the first)."""
@@ -134,6 +138,35 @@ class Healer:
         now = now or self.clock.now()
         if any(r["state"] in ("executed", "suggested", "approved") for r in self.remediations(incident.id)):
             return None  # one open remediation at a time
+        decided = self._decide(incident, d, now)
+        if decided is None:
+            return None
+        decision, plan, radius = decided
+        if decision.action is None or decision.outcome == "record":
+            return None
+        top = d.top
+        hyp = top.to_dict() if top else None
+        if decision.outcome == "suggest":
+            eid = self.store.append_event(
+                ACTOR,
+                "remediation.suggested",
+                f"incident:{incident.id}",
+                None,
+                {
+                    "action": decision.action.to_dict(),
+                    "decision": decision.to_dict(),
+                    "hypothesis": hyp,
+                    "blast_radius": radius,
+                    "plan": plan.description if plan else "",
+                },
+            )
+            self._notify("remediation_suggested", incident, decision.action.describe())
+            return {"id": eid, "state": "suggested"}
+        return self._execute(incident, decision.action, decision.to_dict(), hyp, ACTOR, None)
+
+    def _decide(self, incident: Incident, d: Diagnosis, now: datetime) -> tuple[healing.Decision, Any, float] | None:
+        """The policy's decision on ``d`` with the actuator's plan (``None`` when the action is impossible: recorded
+        as ``remediation.impossible``)."""
         policy = self.policy(incident.deployment)
         top = d.top
         radius = 1.0
@@ -153,26 +186,40 @@ class Healer:
                 )
                 return None
         decision = healing.decide(d, policy, self._history(incident.deployment, now), now, blast_radius=radius)
-        if decision.action is None or decision.outcome == "record":
+        return decision, plan, radius
+
+    def reconsider(self, incident: Incident, now: datetime | None = None) -> dict[str, Any] | None:
+        """Look again at a suggestion that waits *only* because its diagnosis was not confident enough (in auto
+        mode, everything else within the guardrails): diagnose with the data that arrived since, and if the policy
+        now says execute, run it — the same action under its own remediation id, or a different one after marking
+        the old suggestion ``superseded``. Suggestions that wait for a person (approval, cooldown, blast radius,
+        suggest mode) are left to that person."""
+        now = now or self.clock.now()
+        waiting = [r for r in self.remediations(incident.id) if r["state"] == "suggested"]
+        if not waiting:
             return None
-        hyp = top.to_dict() if top else None
-        if decision.outcome == "suggest":
-            eid = self.store.append_event(
-                ACTOR,
-                "remediation.suggested",
-                f"incident:{incident.id}",
-                None,
-                {
-                    "action": decision.action.to_dict(),
-                    "decision": decision.to_dict(),
-                    "hypothesis": hyp,
-                    "blast_radius": radius,
-                    "plan": plan.description if plan else "",
-                },
-            )
-            self._notify("remediation_suggested", incident, decision.action.describe())
-            return {"id": eid, "state": "suggested"}
-        return self._execute(incident, decision.action, decision.to_dict(), hyp, ACTOR, None)
+        r = waiting[-1]
+        failed = [k for k, ok in r.get("decision", {}).get("checks", {}).items() if not ok]
+        if failed != ["confident"]:
+            return None
+        d = self.diagnose(incident, now)
+        decided = self._decide(incident, d, now)
+        if decided is None or decided[0].outcome != "execute" or decided[0].action is None:
+            return None
+        decision = decided[0]
+        assert decision.action is not None
+        hyp = d.top.to_dict() if d.top else None
+        body = {**decision.to_dict(), "reconsidered": True}
+        if decision.action.to_dict() == r["action"]:
+            return self._execute(incident, decision.action, body, hyp, ACTOR, int(r["id"]))
+        self.store.append_event(
+            ACTOR,
+            "remediation.superseded",
+            f"incident:{incident.id}",
+            None,
+            {"remediation": r["id"], "reason": f"a newer, confident diagnosis: {decision.action.describe()}"},
+        )
+        return self._execute(incident, decision.action, body, hyp, ACTOR, None)
 
     def _execute(
         self,
@@ -270,8 +317,10 @@ class Healer:
         grace = min(GRACE, self.policy(incident.deployment).verify_after / 4)
         after = self._symptom(incident.deployment, r["symptom"], executed_at + grace, now)
         base, during = _num(r.get("baseline")), _num(r.get("during"))
-        v = healing.verify(base, during, after)
         rid = int(r["id"])
+        if after != after and now < executed_at + MAX_WAIT * self.policy(incident.deployment).verify_after:
+            return {"id": rid, "state": "executed", "waiting": "no measurement of the symptom since the action yet"}
+        v = healing.verify(base, during, after)
         if v.helped:
             self.store.append_event(
                 ACTOR,

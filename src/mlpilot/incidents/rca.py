@@ -24,6 +24,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import pandas as pd
+
 from mlpilot.incidents.collectors import collect
 from mlpilot.incidents.evidence import Case, Diagnosis, Evidence, Hypothesis, Suggestion
 
@@ -33,14 +35,25 @@ TAU = timedelta(minutes=15)
 SLACK = timedelta(minutes=3)
 
 
-def align(at: datetime | None, onset: datetime) -> float:
-    """1 for a change right at the onset, decaying with how long before it happened; 0 after it."""
+def align(at: datetime | None, onset: datetime, tau: timedelta = TAU, slack: timedelta = SLACK) -> float:
+    """1 for a change right at the onset (or up to ``slack`` after it: the onset is an estimate), decaying with how
+    long before it happened (``exp(-dt/tau)``); 0 for a change later than that."""
     if at is None:
         return 0.0
     dt = (onset - at).total_seconds()
-    if dt < -SLACK.total_seconds():
+    if dt < -slack.total_seconds():
         return 0.0
-    return math.exp(-max(dt, 0.0) / TAU.total_seconds())
+    return math.exp(-max(dt, 0.0) / tau.total_seconds())
+
+
+def time_scale(case: Case) -> tuple[timedelta, timedelta]:
+    """``(tau, slack)`` for the case's window: 15 and 3 minutes for the usual hours of history, proportionally less
+    for a short window (a test, a service that just started), at least 10 and 2 seconds."""
+    if case.frame.empty:
+        return TAU, SLACK
+    span = (case.now - pd.Timestamp(case.frame["ts"].min()).floor("us").to_pydatetime()).total_seconds()
+    tau = min(TAU.total_seconds(), max(10.0, span / 8.0))
+    return timedelta(seconds=tau), timedelta(seconds=tau / 5.0)
 
 
 def sat(x: float) -> float:
@@ -94,9 +107,14 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
     max_drift_impact = max((abs(float(e.data.get("impact", 0.0))) for e in drifts), default=0.0)
     strong_drift = [e for e in drifts if e.effect >= 1.0 and float(e.data.get("impact_z", 0.0)) >= 3.0]
 
+    tau, slack = time_scale(case)
+    first = pd.Timestamp(case.frame["ts"].min()).floor("us").to_pydatetime() if len(case.frame) else None
+    # a change before the first logged request cannot explain a shift from the baseline: the baseline already has it
+    changes = [c for c in changes if first is None or c.at is None or c.at > first]
+
     def aligned(component_prefix: str, kinds: Sequence[str] = (), exact: bool = False) -> list[tuple[Evidence, float]]:
         return [
-            (c, align(c.at, onset))
+            (c, align(c.at, onset, tau, slack))
             for c in changes
             if (c.component == component_prefix if exact else c.component.startswith(component_prefix))
             and (not kinds or c.data.get("change_kind") in kinds)
@@ -136,7 +154,7 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
     leak_at = next((m.at for m in mem if m.ref == "resource:rss_mb"), None)
     for c, a in aligned("release:", ("release",)):
         if mem and leak_at is not None:
-            a = max(a, align(c.at, leak_at))
+            a = max(a, align(c.at, leak_at, tau, slack))
         if a <= 0.0:
             continue
         prior = 0.45 * a

@@ -175,14 +175,18 @@ class IncidentService:
         return out
 
     def _rediagnose(self, now: datetime) -> None:
-        """Open incidents whose last diagnosis was inconclusive are looked at again every ``rediagnose_after``
-        (more data arrived), until an action runs."""
+        """Every ``rediagnose_after``, open incidents are looked at again with the data that arrived since: one whose
+        last diagnosis was inconclusive (and that has no remediation) is handled anew; one whose suggestion waits only
+        for more confidence is reconsidered (:meth:`Healer.reconsider`)."""
         for inc in self.store.list_incidents(status=IncidentStatus.OPEN):
             last = self.store.list_events(subject=f"incident:{inc.id}", action="incident.diagnosed", limit=10_000)
-            if not last or (last[-1].after or {}).get("verdict") != "inconclusive":
+            if not last or now - last[-1].ts < self.rediagnose_after:
                 continue
-            if now - last[-1].ts >= self.rediagnose_after and not self.healer.remediations(inc.id):
+            rems = self.healer.remediations(inc.id)
+            if (last[-1].after or {}).get("verdict") == "inconclusive" and not rems:
                 self.handle(inc)
+            elif any(r["state"] == "suggested" for r in rems):
+                self.healer.reconsider(inc, now)
 
     def timeline(self, incident_id: int) -> list[Event]:
         """The incident's own events and the deployment's (changes, rollouts, alerts) from ``LOOKBACK`` before it

@@ -10,8 +10,8 @@ Metrics (per run, then aggregated):
   that points at the truth component itself;
 * **correct abstention** — on controls and on fault runs whose right answer is "change nothing", the engine's
   verdict is ``benign``/``inconclusive`` or its remediation changes nothing that serves;
-* **time to mitigate** — minutes from the incident's opening to the remediation that verification then confirmed
-  (auto-mitigable scenarios);
+* **time to mitigate** — minutes from detection (the incident's opening) to the remediation that verification then
+  confirmed (auto-mitigable scenarios); **fault to mitigation** — the same from the fault's first minute;
 * **share of traffic affected** — rows the fault touched from its start to the end of the run;
 * **harmful actions** — actions that changed what serves on a control or on a "no action" scenario.
 """
@@ -145,6 +145,8 @@ def score(results: Sequence[RunResult]) -> dict[str, Any]:
     out["auto_runs"] = len(auto)
     out["auto_mitigated"] = len(ttm) / max(len(auto), 1)
     out["median_time_to_mitigate_min"] = statistics.median(ttm) if ttm else None
+    ftm = [r.mitigated_minute - r.fault_minute for r in auto if r.mitigated_minute is not None]
+    out["median_fault_to_mitigation_min"] = statistics.median(ftm) if ftm else None
     wrong = [a for r in faults if not no_action_right(by_name(r.scenario)) for a in r.actions if a.reverted]
     out["reverted_actions"] = len(wrong)
     out["traffic_affected"] = sum(r.affected for r in faults) / max(sum(r.total_after for r in faults), 1)

@@ -39,8 +39,8 @@ def test_the_fake_llm_calls_a_tool_and_reads_its_result() -> None:
     diagnosis = rca.diagnose(case)
     fake = FakeLLMProcess()
     try:
-        oai = openai.OpenAI(base_url=fake.base_url, api_key="x", max_retries=0, timeout=30)
-        report = run_agent(case, diagnosis, oai, "fake-llm", max_steps=4)
+        with openai.OpenAI(base_url=fake.base_url, api_key="x", max_retries=0, timeout=30) as oai:
+            report = run_agent(case, diagnosis, oai, "fake-llm", max_steps=4)
         seen: list[dict[str, Any]] = [b for b in fake.seen() if "messages" in b]
     finally:
         fake.stop()
@@ -83,10 +83,10 @@ def smollm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_the_offline_smollm2_app_runs_the_loop_and_stays_grounded(smollm: str) -> None:
     case: Case = synthetic_case()
     diagnosis = rca.diagnose(case)
-    oai = openai.OpenAI(base_url=smollm, api_key="x", max_retries=0, timeout=300)
-    started = time.monotonic()
-    report = run_agent(case, diagnosis, oai, "rca", max_steps=2)
-    elapsed = time.monotonic() - started
+    with openai.OpenAI(base_url=smollm, api_key="x", max_retries=0, timeout=300) as oai:  # closes its sockets
+        started = time.monotonic()
+        report = run_agent(case, diagnosis, oai, "rca", max_steps=2)
+        elapsed = time.monotonic() - started
     assert isinstance(report, AgentReport)
     assert report.steps <= 2 and not report.stopped.startswith("error"), report.stopped
     assert report.stopped in ("answered", "step_budget")

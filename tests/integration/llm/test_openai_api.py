@@ -111,6 +111,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         yield e
     finally:
         e.client.close()
+        e.oai.close()
         server.stop()
         fake.stop()
 

@@ -102,6 +102,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         yield e
     finally:
         e.client.close()
+        e.oai.close()
         server.stop()
         fake.stop()
 
