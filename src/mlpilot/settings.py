@@ -124,7 +124,8 @@ class IncidentSettings(BaseModel):
     verify_after_s: float = 300.0
     #: seconds between two automatic actions on one deployment.
     cooldown_s: float = 600.0
-    #: seconds after which an open incident with an inconclusive diagnosis is diagnosed again (more data arrived).
+    #: seconds after which an open incident is diagnosed again (more data arrived) when its last diagnosis was
+    #: inconclusive, or when its suggested action waits only for more confidence (auto mode).
     rediagnose_s: float = 300.0
 
     @field_validator("healing_mode")

@@ -105,6 +105,12 @@ def bucket_seconds(span_s: float) -> float:
     return float(min(60.0, max(1.0, round(span_s / 120.0))))
 
 
+def _span_s(case: Case) -> float:
+    """Seconds from the first logged row (to the second) to the case's ``now``."""
+    start = pd.Timestamp(case.frame["ts"].min()).floor("s").to_pydatetime()
+    return (case.now - start).total_seconds()
+
+
 def changepoint(case: Case) -> list[Evidence]:
     """The best single mean shift of the symptom's series (refines the alert's onset), how many buckets the change
     took (``abrupt`` when at most 3: a step rather than a ramp), and its size in baseline standard deviations."""
@@ -112,7 +118,7 @@ def changepoint(case: Case) -> list[Evidence]:
     if f.empty:
         return []
     start = pd.Timestamp(f["ts"].min()).floor("s").to_pydatetime()
-    span = (case.now - start).total_seconds()
+    span = _span_s(case)
     width_s = bucket_seconds(span)
     n_buckets = int(span // width_s) + 1
     series = per_bucket(f, symptom_values(f, case.symptom.kind), start, n_buckets, width_s)
@@ -268,6 +274,11 @@ def feature_drift(case: Case, onset: datetime) -> list[Evidence]:
     """Per input feature: KS (numeric) or total variation (categorical) before → after, what kind of change it is,
     and the impact: the symptom on rows with outlying values minus the symptom on the others."""
     before, after = split(case, onset)
+    # the onset is an estimate good to a bucket or two: rows just before it may already carry the change, and one
+    # such row moves the reference range of a feature, so the reference stops two buckets short of the onset
+    guard = pd.Timestamp(onset) - pd.Timedelta(seconds=2 * bucket_seconds(_span_s(case)))
+    if (before["ts"] < guard).sum() >= 30:
+        before = before[before["ts"] < guard]
     if len(before) < 30 or len(after) < 30:
         return []
     sym = symptom_values(after, case.symptom.kind)
@@ -524,8 +535,10 @@ def resources(case: Case, onset: datetime) -> list[Evidence]:
     """Memory growth (slope after vs before), restarts, and the request rate around the onset."""
     out = []
     before, after = split(case, onset)
-    mins_b = max((onset - pd.Timestamp(case.frame["ts"].min()).floor("s").to_pydatetime()).total_seconds() / 60, 1)
-    mins_a = max((case.now - onset).total_seconds() / 60, 1)
+    # per minute over the windows' real lengths (a second at least): a short window is not padded to a minute
+    first = pd.Timestamp(case.frame["ts"].min()).floor("us").to_pydatetime()
+    mins_b = max((onset - first).total_seconds(), 1.0) / 60
+    mins_a = max((case.now - onset).total_seconds(), 1.0) / 60
     if len(before) and len(after):
         rate_b, rate_a = len(before) / mins_b, len(after) / mins_a
         ratio = rate_a / max(rate_b, 1e-9)
