@@ -17,7 +17,8 @@ import time
 import warnings
 from pathlib import Path
 
-from mlpilot.sim.scorecard import jobs, per_scenario, run_suite, score
+from mlpilot.sim.scenarios import by_name
+from mlpilot.sim.scorecard import SERVING, jobs, no_action_right, per_scenario, run_suite, score
 
 
 def main() -> int:
@@ -56,9 +57,7 @@ def main() -> int:
             top = r.ranking[:3]
             bad_rca = not r.control and r.detected and (not top or top[0] != r.truth)
             missed = not r.control and not r.detected and r.severity != "low"
-            harmful = (r.control or r.truth.startswith(("concept:", "labels:", "dependency:"))) and any(
-                a.action.kind != "notify" for a in r.actions
-            )
+            harmful = no_action_right(by_name(r.scenario)) and any(a.action.kind in SERVING for a in r.actions)
             if bad_rca or missed or harmful or (r.control and r.paged):
                 verdict = r.diagnosis_dict["verdict"] if r.diagnosis_dict else None
                 acts = [(a.minute - r.fault_minute, a.action.kind, a.helped) for a in r.actions]

@@ -168,11 +168,16 @@ def incidents_policy(
     cooldown_s: float | None = typer.Option(None, "--cooldown-s"),
     max_blast_radius: float | None = typer.Option(None, "--max-blast-radius"),
     approval: list[str] | None = typer.Option(None, "--approval", help="an action that always waits for approval"),
+    no_approval: bool = typer.Option(False, "--no-approval", help="no action waits for approval in auto mode"),
+    allowed: list[str] | None = typer.Option(None, "--allowed", help="an action the healer may take (repeat)"),
     verify_after_s: float | None = typer.Option(None, "--verify-after-s"),
+    reset: bool = typer.Option(False, "--reset", help="drop the deployment's policy: the platform defaults apply"),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Show a deployment's healing policy, or change it with options."""
+    """Show a deployment's healing policy, or change it with options (the fields not given keep their values)."""
     c = client(ctx)
+    if reset:
+        c.reset_healing_policy(deployment)
     fields = {
         k: v
         for k, v in {
@@ -181,14 +186,15 @@ def incidents_policy(
             "max_actions_per_hour": max_actions_per_hour,
             "cooldown_s": cooldown_s,
             "max_blast_radius": max_blast_radius,
-            "approval": approval or None,
+            "approval": [] if no_approval else (approval or None),
+            "allowed": allowed or None,
             "verify_after_s": verify_after_s,
         }.items()
         if v is not None
     }
     if fields:
         current = c.healing_policy(deployment)
-        keep = {
+        keep: dict[str, Any] = {
             k: current[k]
             for k in (
                 "mode",
@@ -197,8 +203,10 @@ def incidents_policy(
                 "cooldown_s",
                 "max_blast_radius",
                 "approval",
+                "allowed",
                 "verify_after_s",
             )
+            if k in current
         }
         policy = c.set_healing_policy(deployment, **{**keep, **fields})
     else:

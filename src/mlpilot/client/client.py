@@ -608,8 +608,13 @@ class Client(LLMArtifacts):
         return dict(self._json("GET", f"/deployments/{deployment}/healing"))
 
     def set_healing_policy(self, deployment: str, **fields: Any) -> dict[str, Any]:
-        """E.g. ``set_healing_policy("fraud", mode="auto", min_confidence=0.8)``."""
+        """E.g. ``set_healing_policy("fraud", mode="auto", min_confidence=0.8)``; fields not given take the platform
+        defaults (see :meth:`healing_policy` for the current ones)."""
         return dict(self._json("PUT", f"/deployments/{deployment}/healing", json=fields))
+
+    def reset_healing_policy(self, deployment: str) -> dict[str, Any]:
+        """Drop the deployment's own policy; returns the platform defaults that now apply."""
+        return dict(self._json("DELETE", f"/deployments/{deployment}/healing"))
 
     def resolve_incident(self, incident_id: int, reason: str = "") -> Incident:
         body = {"reason": reason}

@@ -49,10 +49,16 @@ nanmean, nanstd, nanmedian, nanquantile = (_quiet(f) for f in (np.nanmean, np.na
 
 
 def symptom_values(frame: pd.DataFrame, kind: str) -> np.ndarray:
-    """Per-row badness for a symptom kind (NaN where a row says nothing, e.g. no label yet)."""
+    """Per-row badness for a symptom kind (NaN where a row says nothing, e.g. no label yet, or a request the
+    deployment's input quarantine refused)."""
     n = len(frame)
-    if kind == "errors":
-        return (frame["status"].to_numpy() == "error").astype(float) if "status" in frame else np.zeros(n)
+    if kind in ("errors", "drift"):  # drift: no per-row badness; errors let the collectors still see impact
+        if "status" not in frame:
+            return np.zeros(n)
+        status = frame["status"].to_numpy()
+        out = (status == "error").astype(float)
+        out[status == "quarantined"] = np.nan
+        return out
     if kind == "latency":
         return frame["latency_s"].to_numpy(dtype=float) if "latency_s" in frame else np.full(n, np.nan)
     if kind == "accuracy":
@@ -72,8 +78,7 @@ def symptom_values(frame: pd.DataFrame, kind: str) -> np.ndarray:
         return np.full(n, np.nan)
     if kind == "cost":
         return frame["llm.cost"].to_numpy(dtype=float) if "llm.cost" in frame else np.full(n, np.nan)
-    # drift: no per-row badness; use errors so the rest of the collectors still see impact
-    return (frame["status"].to_numpy() == "error").astype(float) if "status" in frame else np.zeros(n)
+    return symptom_values(frame, "errors")
 
 
 def per_bucket(frame: pd.DataFrame, values: np.ndarray, start: datetime, n: int, width_s: float = 60.0) -> np.ndarray:
@@ -333,6 +338,7 @@ def feature_drift(case: Case, onset: datetime) -> list[Evidence]:
                 tv=stat,
                 unseen=float(np.mean(~ac.isin(known))),
                 allowed=sorted(known)[:50],
+                allowed_truncated=len(known) > 50,  # a rule from a cut list would refuse legitimate values
                 outside=float(np.mean(flagged)),
             )
         stat = max(stat, abs(null_a - null_b))

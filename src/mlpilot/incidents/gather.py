@@ -81,7 +81,8 @@ def frame_of(feedback: FeedbackService, deployment: str, since: datetime, until:
         return pd.DataFrame({"ts": pd.Series([], dtype="datetime64[ns, UTC]")})
     f = pd.DataFrame({"ts": pd.to_datetime(raw["ts"], utc=True)})
     f["variant"] = raw["variant"].astype(str).to_numpy()
-    f["status"] = np.where(raw["status"].astype(str) == "ok", "ok", "error")
+    status = raw["status"].astype(str)
+    f["status"] = np.where(status == "ok", "ok", np.where(status == "quarantined", "quarantined", "error"))
     f["error"] = raw["error"].fillna("").astype(str).to_numpy() if "error" in raw else ""
     f["latency_s"] = raw["latency_s"].astype(float).to_numpy()
     if "decode_s" in raw:

@@ -37,7 +37,8 @@ from mlpilot.store import Store
 log = logging.getLogger("mlpilot.incidents")
 
 ACTOR = "mlpilot-healer"
-#: an action's own first minute is not judged (the data plane picks the change up within a snapshot poll)
+#: the first seconds after an action are not judged (the data plane picks the change up within a snapshot poll);
+#: a quarter of ``verify_after`` when that is shorter
 GRACE = timedelta(seconds=20)
 #: with no measurement since the action (no traffic, labels not in yet), verification waits up to this many
 #: ``verify_after`` periods before it gives up and undoes the action
@@ -136,8 +137,11 @@ class Healer:
     def remediate(self, incident: Incident, d: Diagnosis, now: datetime | None = None) -> dict[str, Any] | None:
         """Decide and act (or suggest) for ``d``; returns the remediation record, ``None`` when nothing to do."""
         now = now or self.clock.now()
-        if any(r["state"] in ("executed", "suggested", "approved") for r in self.remediations(incident.id)):
-            return None  # one open remediation at a time
+        if any(
+            r["state"] in ("executed", "suggested", "approved") and r["action"]["kind"] != "notify"
+            for r in self.remediations(incident.id)
+        ):
+            return None  # one open remediation at a time (a notification, once sent, is done)
         decided = self._decide(incident, d, now)
         if decided is None:
             return None
@@ -182,7 +186,7 @@ class Healer:
                     "remediation.impossible",
                     f"incident:{incident.id}",
                     None,
-                    {"action": s.to_dict(), "error": e.message},
+                    {"action": Action(s.action, s.target, dict(s.params)).to_dict(), "error": e.message},
                 )
                 return None
         decision = healing.decide(d, policy, self._history(incident.deployment, now), now, blast_radius=radius)

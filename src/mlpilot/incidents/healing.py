@@ -268,9 +268,14 @@ def verify(
 ) -> Verification:
     """Did the action help? ``baseline``: the symptom metric before the incident; ``during``: while it was open;
     ``after``: since the action. Helped when at least ``recovered_share`` of the gap to the baseline closed (NaN
-    after: no traffic since the action, undecided → not helped)."""
-    if after != after or during != during:
+    after: no traffic since the action, undecided → not helped). With no baseline (no traffic before the
+    incident) the gap is measured to zero: the symptom must fall by ``recovered_share`` of its level."""
+    if after != after:
         return Verification(False, during, after, "no measurements since the action")
+    if during != during:
+        return Verification(False, during, after, "no measurement of the symptom while the incident was open")
+    if baseline != baseline:
+        baseline = 0.0
     sign = 1.0 if higher_is_worse else -1.0
     gap = sign * (during - baseline)
     if gap <= 0:

@@ -382,15 +382,15 @@ def _base(component: str) -> str:
 
 
 def _quarantine(feature: str, kind: str, e: Evidence | None, case: Case) -> Suggestion:
+    """The quarantine rule for a changed feature: one condition per rule (missing values, unseen categories, or
+    outside the reference range), or a notification when no rule can separate the changed rows."""
     mode: dict[str, object] = {"mode": "reject"}
     d = dict(e.data) if e is not None else {}
-    if float(d.get("null_after", 0.0)) > float(d.get("null_before", 0.0)) + 0.005:
-        mode = {**mode, "nulls": True}
     if kind == "nulls":
         return Suggestion(
             "quarantine_inputs", f"feature:{feature}", {"nulls": True, **mode}, f"reject rows with no {feature}"
         )
-    if kind == "encoding" and d.get("allowed"):
+    if kind == "encoding" and d.get("allowed") and not d.get("allowed_truncated"):
         return Suggestion(
             "quarantine_inputs",
             f"feature:{feature}",

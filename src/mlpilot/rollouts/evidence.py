@@ -70,6 +70,8 @@ def arm(
 ) -> ArmData:
     """One arm's :class:`ArmData` from its logged rows (one row per input row) and the feedback (given, or
     already joined by :func:`with_feedback`)."""
+    if "status" in logged.columns:
+        logged = logged[logged["status"] != "quarantined"]  # refused by the input policy: neither variant's doing
     if logged.empty:
         return ArmData(variant=variant)
     if labels is not None or rewards is not None:

@@ -387,7 +387,8 @@ class DataPlane:
         sticky_key: str | None = None,
     ) -> LoadedVariant:
         """Apply the deployment's input quarantine to a routed request: the variant that serves it (``lv``, or a
-        route rule's variant), or ``Quarantined`` (counted, and recorded in the request log as an error of ``lv``).
+        route rule's variant), or ``Quarantined`` (counted, and recorded in the request log under ``lv`` with the status
+        ``quarantined``: refused by the deployment's policy, not a failure of the model).
         Call only when ``d.quarantine`` is set."""
         assert d.quarantine is not None
         verdict = d.quarantine.check(request.inputs)
@@ -407,7 +408,7 @@ class DataPlane:
             inputs = None
         if lv.validator.single_name and inputs is not None:
             inputs = {lv.validator.single_name: inputs}
-        self._record(d, lv, request_id, "error", 0.0, sticky_key, exc, None, inputs)
+        self._record(d, lv, request_id, "quarantined", 0.0, sticky_key, exc, None, inputs)
         raise exc
 
     async def infer(

@@ -46,6 +46,7 @@ def request_buckets(
         where.append("variant = ?")
         params.append(variant)
     if indicator == "availability":
+        where.append("status <> 'quarantined'")  # refused by the deployment's own input policy: not an outage
         good = "sum(CASE WHEN status = 'ok' THEN 1 ELSE 0 END)"
     else:
         where.append("status = 'ok'")

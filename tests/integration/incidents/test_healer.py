@@ -28,6 +28,7 @@ from mlpilot.serving.dataplane import InferenceRecord
 from mlpilot.settings import Settings
 from mlpilot.telemetry.reqlog import RequestLog
 from tests.factories import iris_frame
+from tests.helpers import run_cli
 
 START = datetime(2026, 12, 6, 8, 0, tzinfo=timezone.utc)
 
@@ -199,6 +200,10 @@ def test_reject_and_impossible(platform: Platform) -> None:
     assert remediate(h, inc, diagnosis("disable_variant", "variant:ghost", 0.9, START)) is None
     [impossible] = p.store.list_events(subject=f"incident:{inc.id}", action="remediation.impossible", limit=10)
     assert "ghost" in impossible.after["error"]  # type: ignore[index]
+    [imp] = [r for r in h.remediations(inc.id) if r["state"] == "impossible"]
+    assert imp["action"] == {"kind": "disable_variant", "target": "variant:ghost", "params": {}}
+    shown = run_cli("incidents", "show", str(inc.id), home=p.settings.home).stdout
+    assert "impossible" in shown and "variant:ghost" in shown and "rejected" in shown
     with pytest.raises(InvalidArgument, match="healing mode must be one of"):
         h.set_policy("iris", {"mode": "yolo"}, "bob")
 
@@ -259,3 +264,15 @@ def test_reconsider_leaves_a_suggestion_that_waits_for_a_person_alone(
     assert h.reconsider(inc) is None  # it waits for approval too, not only for confidence
     assert h.remediations(inc.id)[-1]["state"] == "suggested"
     assert p.store.get_deployment("iris").spec.traffic == {"stable": 80, "canary": 20}
+
+
+def test_a_sent_notification_does_not_hold_back_the_next_remediation(platform: Platform) -> None:
+    p = platform
+    inc = open_incident(p)
+    h = healer(p, mode="auto")
+    sent = remediate(h, inc, diagnosis("notify", "variant:canary", 0.9, START))
+    assert sent is not None and sent["state"] == "executed"
+    assert p.store.get_incident(inc.id).status is IncidentStatus.OPEN  # telling people mitigates nothing
+    acted = remediate(h, inc, diagnosis("disable_variant", "variant:canary", 0.9, START))
+    assert acted is not None and acted["state"] == "executed"
+    assert p.store.get_incident(inc.id).status is IncidentStatus.MITIGATING

@@ -1,7 +1,7 @@
 """Input quarantine through a real server (in-process ASGI app + gRPC on a port, real runtimes, real store and
 request log): a reject rule answers 422 / INVALID_ARGUMENT with the feature, value and reason; a route rule sends
 the request to the fallback variant; a bad rule is a 400 naming the problem; quarantined requests are counted in
-/metrics and logged as errors."""
+/metrics and logged with the status ``quarantined`` (not an outage: the availability SLI leaves them out)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from mlpilot.server import PlatformServer
 from mlpilot.serving.grpc import _messages
 from mlpilot.settings import Settings
 from mlpilot.telemetry.query import read_records
+from mlpilot.telemetry.sli import request_buckets
 from tests.helpers import free_port
 
 
@@ -157,8 +158,15 @@ def test_reject_route_metrics_log_and_bad_rules(home: Path) -> None:
         assert status == 400 and problem in error, (status, error)
     assert revision == 3  # none of the bad specs was written
 
-    rows = read_records(Settings(home=home).log_root(), "fraud", status="error")
+    root = Settings(home=home).log_root()
+    rows = read_records(root, "fraud", status="quarantined")
     rejected = rows[rows["request_id"] == request_id]
     assert len(rejected) == 2 and set(rejected["variant"]) == {"main"}  # one logged row per input row
     assert rejected["error"].iloc[0].startswith("input quarantined: feature 'age' value 150.5")
     assert sorted(rejected["in.age"]) == [30.0, 150.5]
+    everything = read_records(root, "fraud")
+    first_rows = everything[(everything["row"] == 0) & ~everything["shadow"]]
+    since, until = pd.Timestamp(0, tz="UTC").to_pydatetime(), pd.Timestamp.now(tz="UTC").to_pydatetime()
+    buckets = request_buckets(root, "fraud", since=since, until=until, bucket_s=3600)
+    assert buckets["total"].sum() == (first_rows["status"] != "quarantined").sum() < len(first_rows)
+    assert buckets["good"].sum() == (first_rows["status"] == "ok").sum()

@@ -388,10 +388,21 @@ def test_verify_recovered_share() -> None:
     assert verify(0.0, 1.0, 0.2, recovered_share=0.8).helped
 
 
-@pytest.mark.parametrize(("during", "after"), [(0.11, math.nan), (math.nan, 0.01)])
-def test_verify_without_measurements_is_not_helped(during: float, after: float) -> None:
+@pytest.mark.parametrize(
+    ("during", "after", "reason"),
+    [
+        (0.11, math.nan, "no measurements since the action"),
+        (math.nan, 0.01, "no measurement of the symptom while the incident was open"),
+    ],
+)
+def test_verify_without_measurements_is_not_helped(during: float, after: float, reason: str) -> None:
     v = verify(0.01, during, after)
-    assert not v.helped and v.reason == "no measurements since the action"
+    assert not v.helped and v.reason == reason
+
+
+def test_verify_without_a_baseline_needs_the_symptom_halved() -> None:
+    assert verify(math.nan, 0.4, 0.19).helped
+    assert not verify(math.nan, 0.4, 0.25).helped
 
 
 def test_verify_already_back_to_baseline() -> None:

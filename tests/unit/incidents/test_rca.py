@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from mlpilot.incidents.collectors import collect, error_clusters, feature_drift, mean_shift, ramp_width
-from mlpilot.incidents.evidence import Case, Change, Diagnosis, Symptom
+from mlpilot.incidents.evidence import Case, Change, Diagnosis, Evidence, Symptom
 from mlpilot.incidents.healing import NO_MODEL_ACTION, HealingPolicy, decide
-from mlpilot.incidents.rca import align, diagnose
+from mlpilot.incidents.rca import _quarantine, align, diagnose
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 ONSET = T0 + timedelta(minutes=60)
@@ -422,3 +422,25 @@ def test_ramp_width_of_a_step_is_narrow(noise_seed: int | None) -> None:
     k, _ = mean_shift(y)
     assert k == 60
     assert ramp_width(y, k) <= 3
+
+
+def _drift(**data: object) -> Evidence:
+    return Evidence("drift:amount", "drift", "feature:amount", "amount changed", effect=3.0, data=data)
+
+
+def test_a_quarantine_suggestion_has_exactly_one_condition() -> None:
+    from mlpilot.records import QuarantineRule
+
+    case = None  # the rule depends on the evidence only
+    nulls_and_range = _drift(null_before=0.0, null_after=0.2, low=0.0, high=10.0, allowed=["a"])
+    for kind in ("rescale", "distribution", "encoding", "nulls"):
+        s = _quarantine("amount", kind, nulls_and_range, case)  # type: ignore[arg-type]
+        assert s.action == "quarantine_inputs"
+        params = {k: v for k, v in s.params.items() if k != "mode"}
+        QuarantineRule(feature="amount", action="reject", **params)  # what the actuator will build: valid
+        assert len(params) == (2 if kind in ("rescale", "distribution") else 1), (kind, params)  # low+high is one
+
+
+def test_no_allowed_list_rule_from_a_cut_list_of_categories() -> None:
+    s = _quarantine("city", "encoding", _drift(allowed=["a"] * 50, allowed_truncated=True), None)  # type: ignore[arg-type]
+    assert s.action == "notify"
