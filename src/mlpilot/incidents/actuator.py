@@ -21,16 +21,26 @@ import json
 import math
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-
-from pydantic import ValidationError
 
 from mlpilot.clock import Clock
 from mlpilot.deployments import Deployments
 from mlpilot.deployments.service import quarantine_route
 from mlpilot.errors import FailedPrecondition, InvalidArgument, MlpilotError, NotFound
+from mlpilot.incidents.actuation import (
+    _DEFAULT,
+    Applied,
+    Plan,
+    _config_diff,
+    _int_param,
+    _largest_remainder,
+    _moved,
+    _noop,
+    _Prepared,
+    _rule,
+    _rule_params,
+)
 from mlpilot.incidents.healing import Action, inverse
 from mlpilot.records import (
     ArtifactKind,
@@ -54,67 +64,6 @@ __all__ = ["Applied", "Plan", "PlatformActuator"]
 _ALIAS_KINDS = ("prompt", "index", "tool", "model")
 #: how far back the request log is read to estimate the share of traffic a quarantine rule takes
 QUARANTINE_LOOKBACK = timedelta(hours=1)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What an action would do, before doing it."""
-
-    action: Action
-    blast_radius: float  # share of the deployment's traffic it moves, 0..1
-    before: dict[str, Any]  # the state inverse() needs (see healing.inverse)
-    description: str
-
-
-@dataclass(frozen=True)
-class Applied:
-    action: Action
-    before: dict[str, Any]
-    after: dict[str, Any]
-    inverse: Action | None
-    event_ids: list[int] = field(default_factory=list)
-
-
-_DEFAULT: Any = object()  # "the inverse is healing.inverse(action, before)"
-
-
-@dataclass
-class _Prepared:
-    plan: Plan
-    run: Callable[[str], dict[str, Any]]  # actor -> after
-    inverse: Any = _DEFAULT
-
-
-def _noop(action: Action, before: dict[str, Any], why: str, undo: Any = _DEFAULT) -> _Prepared:
-    """Nothing to do: the end state already holds (``after`` equals ``before``, no event)."""
-    return _Prepared(Plan(action, 0.0, before, why), lambda actor: dict(before), undo)
-
-
-def _largest_remainder(weights: Mapping[str, float], total: int) -> dict[str, int]:
-    """Integers proportional to ``weights`` summing to ``total`` (largest remainders get the spare units)."""
-    s = sum(weights.values())
-    raw = {k: total * w / s for k, w in weights.items()}
-    out = {k: math.floor(v) for k, v in raw.items()}
-    spare = total - sum(out.values())
-    for k in sorted(raw, key=lambda k: (out[k] - raw[k], list(raw).index(k)))[:spare]:
-        out[k] += 1
-    return out
-
-
-def _moved(old: Mapping[str, int], new: Mapping[str, int]) -> float:
-    """Share of traffic that changes variant between two splits."""
-    keys = set(old) | set(new)
-    return sum(abs(new.get(k, 0) - old.get(k, 0)) for k in keys) / 200.0
-
-
-def _int_param(action: Action, name: str, low: int = 1, high: int | None = None) -> int:
-    value = action.params.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise InvalidArgument(f"{action.kind}: {name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bounds = f"{low}..{high}" if high is not None else f">= {low}"
-        raise InvalidArgument(f"{action.kind}: {name} must be {bounds}, got {value}")
-    return int(value)
 
 
 class PlatformActuator:
@@ -308,8 +257,8 @@ class PlatformActuator:
             )
         releases = self.store.list_releases(dep.name)
         live = next((r for r in releases if r.status == "live"), None)
-        if live is None:
-            raise FailedPrecondition(f"deployment {dep.name!r} has no live release to roll back")
+        if live is None or action.params.get("models") is not None:
+            return self._rollback_models(dep, action)
         to = action.params.get("to")
         if to is None:
             earlier = [r for r in releases if r.number < live.number and r.status == "superseded"]
@@ -581,6 +530,48 @@ class PlatformActuator:
 
         return _Prepared(Plan(action, share, before, desc), run)
 
+    def _rollback_models(self, dep: Deployment, action: Action) -> _Prepared:
+        """A deployment changed by plain deploys has no releases: the variants get back the models of the revision
+        before the last model change (``params.models``, ``{variant: "name:version"}``, names them instead); traffic,
+        runtime options and quarantine rules stay."""
+        current = {v.name: v.model for v in dep.spec.variants}
+        want = action.params.get("models")
+        if want is not None:
+            if not isinstance(want, dict) or not all(isinstance(m, str) for m in want.values()):
+                raise InvalidArgument('rollback_release: params.models is {"variant": "name:version", …}')
+            unknown = sorted(set(want) - set(current))
+            if unknown:
+                raise InvalidArgument(f"rollback_release: {dep.name!r} has no variants {unknown}")
+            old, source = {str(k): str(m) for k, m in want.items()}, "the given models"
+        else:
+            revisions = dict(self.store.deployment_revisions(dep.name))
+            earlier = [r for r in sorted(revisions, reverse=True) if r < dep.revision]
+            revision = next(
+                (r for r in earlier if any(current.get(v.name, v.model) != v.model for v in revisions[r].variants)), 0
+            )
+            if not revision:
+                raise FailedPrecondition(
+                    f"deployment {dep.name!r} has no release history and its models never changed: nothing to roll "
+                    "back to"
+                )
+            old = {v.name: v.model for v in revisions[revision].variants if v.name in current}
+            source = f"revision {revision}"
+        changed = sorted(n for n, m in old.items() if current[n] != m)
+        before = {"models": {n: current[n] for n in changed}}
+        if not changed:
+            return _noop(action, before, f"{dep.name!r} already serves {source}'s models")
+        share = sum(dep.spec.traffic.get(n, 0) for n in changed) / 100.0
+        desc = f"{dep.name!r} goes back to {source}: " + ", ".join(f"{n} {current[n]} → {old[n]}" for n in changed)
+        variants = [{**v.model_dump(), "model": old[v.name]} if v.name in changed else v.model_dump()
+                    for v in dep.spec.variants]  # fmt: skip
+
+        def run(actor: str) -> dict[str, Any]:
+            new = self._put(dep, actor, variants=variants)
+            return {"models": {n: old[n] for n in changed}, "revision": new.revision}
+
+        undo = Action("rollback_release", action.target, {"models": before["models"]})
+        return _Prepared(Plan(action, share, before, desc), run, undo)
+
     # ------------------------------------------------------------------------------------------ LLM backends
 
     def _backend(self, dep: Deployment, action: Action) -> _Prepared:
@@ -744,45 +735,3 @@ class PlatformActuator:
 
     def _notify(self, dep: Deployment, action: Action) -> _Prepared:
         return _noop(action, {}, f"notify about {action.target}: nothing changes", None)
-
-
-def _rule(feature: str, params: Mapping[str, Any]) -> QuarantineRule:
-    known = {"low", "high", "allowed", "nulls", "mode", "variant", "reason", "lift"}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise InvalidArgument(f"quarantine_inputs: unknown params {unknown}; params are {sorted(known - {'lift'})}")
-    mode = params.get("mode", "reject")
-    if mode not in ("reject", "route"):
-        raise InvalidArgument(f"quarantine_inputs: mode must be reject or route, got {mode!r}")
-    allowed = params.get("allowed")
-    if allowed is not None and not isinstance(allowed, (list, tuple)):
-        raise InvalidArgument(f"quarantine_inputs: allowed must be a list of values, got {allowed!r}")
-    try:
-        return QuarantineRule(
-            feature=feature,
-            low=params.get("low"),
-            high=params.get("high"),
-            allowed=[str(a) for a in allowed] if allowed is not None else None,
-            nulls=bool(params.get("nulls", False)),
-            action=mode,
-            variant=params.get("variant"),
-            reason=str(params.get("reason", "")),
-        )
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        raise InvalidArgument(f"quarantine_inputs: {problems}") from None
-
-
-def _rule_params(rule: QuarantineRule) -> dict[str, Any]:
-    """The params of a quarantine_inputs action that adds ``rule`` back."""
-    kept = {"low", "high", "allowed", "nulls", "variant", "reason"}
-    return {"mode": rule.action, **rule.model_dump(include=kept, exclude_defaults=True)}
-
-
-def _config_diff(old: DeploymentSpec, now: DeploymentSpec) -> tuple[list[str], bool]:
-    """What ``revert_config`` reverts: the variants of ``now`` whose runtime options differ in ``old`` (the restart
-    generation aside), and whether the sticky header does."""
-    was = {v.name: v.runtime.model_dump(exclude={"generation"}) for v in old.variants}
-    changed = [v.name for v in now.variants if was.get(v.name, v.runtime.model_dump(exclude={"generation"}))
-               != v.runtime.model_dump(exclude={"generation"})]  # fmt: skip
-    return changed, old.sticky_header != now.sticky_header

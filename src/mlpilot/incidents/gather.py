@@ -99,6 +99,7 @@ def frame_of(feedback: FeedbackService, deployment: str, since: datetime, until:
     if llm and "out.topic" in raw:
         f["in.topic"] = raw["out.topic"].to_numpy()
     if not llm:
+        f["stage.predict_s"] = f["latency_s"]  # the data plane's latency_s of a model is the model call itself
         outs = [str(c) for c in raw.columns if str(c).startswith("out.")]
         label_like = [c for c in outs if "proba" not in c and "[" not in c] or [c for c in outs if "proba" not in c]
         if label_like:
@@ -244,7 +245,8 @@ def gather(
         resources=resources,
         stable_variant=stable,
         rollout_variants=rollouts,
-        stage_components={"decode": f"traffic:{incident.deployment}"},
+        # decode waits grow with load; the model call (ML: ``latency_s``) is what a release changes
+        stage_components={"decode": f"traffic:{incident.deployment}", "predict": f"release:{incident.deployment}"},
     )
 
 

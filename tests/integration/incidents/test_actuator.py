@@ -268,7 +268,7 @@ def test_abort_rollout_and_traffic_actions_during_a_rollout(platform: Platform, 
 
 def test_rollback_release_and_back(platform: Platform, act: PlatformActuator) -> None:
     platform.deployments.deploy("shop", "iris:1", "tester", variant="v")
-    with pytest.raises(FailedPrecondition, match="'shop' has no live release to roll back"):
+    with pytest.raises(FailedPrecondition, match="'shop' has no release history and its models never changed"):
         act.plan("shop", Action("rollback_release", "release:shop"))
     for model in ("iris:2", "iris:3"):
         spec = {"release": {"model": model}, "steps": [{"weight": 100}], "analyses": []}
@@ -298,6 +298,36 @@ def test_rollback_release_and_back(platform: Platform, act: PlatformActuator) ->
     _apply(act, "shop", Action("quarantine_inputs", "feature:sepal_length", route))
     with pytest.raises(FailedPrecondition, match="routes to 'iris-v3', which the rollback replaces"):
         act.plan("shop", Action("rollback_release", "release:shop", {"to": 1}))
+
+
+def test_rollback_release_of_a_deployment_without_releases(platform: Platform, act: PlatformActuator) -> None:
+    """Plain deploys make no releases: the models of the revision before the last model change come back."""
+    p = platform
+    p.deployments.deploy("shop", "iris:1", "tester", variant="main")
+    p.deployments.deploy("shop", "iris:1", "tester", variant="side")
+    p.deployments.set_traffic("shop", {"main": 70, "side": 30}, "tester")
+    p.deployments.deploy("shop", "iris:2", "tester", variant="main")  # the new model
+    _apply(act, "shop", Action("quarantine_inputs", "feature:sepal_length", {"high": 9.0}))  # a later change
+    models = lambda: {v.name: v.model for v in p.store.get_deployment("shop").spec.variants}  # noqa: E731
+    plan = act.plan("shop", Action("rollback_release", "release:shop"))
+    assert plan.before == {"models": {"main": "iris:2"}} and plan.blast_radius == pytest.approx(0.7)
+    assert "main iris:2 → iris:1" in plan.description
+    applied = _apply(act, "shop", Action("rollback_release", "release:shop"))
+    dep = p.store.get_deployment("shop")
+    assert models() == {"main": "iris:1", "side": "iris:1"} and dep.spec.traffic == {"main": 70, "side": 30}
+    assert [r.feature for r in dep.spec.quarantine] == ["sepal_length"]  # what else changed stays
+    assert applied.inverse == Action("rollback_release", "release:shop", {"models": {"main": "iris:2"}})
+    _undo(act, "shop", applied)
+    assert models() == {"main": "iris:2", "side": "iris:1"}
+    for params, message in (
+        ({"models": {"ghost": "iris:1"}}, "has no variants \\['ghost'\\]"),
+        ({"models": ["iris:1"]}, "params.models is"),
+    ):
+        with pytest.raises(InvalidArgument, match=message):
+            act.plan("shop", Action("rollback_release", "release:shop", params))
+    with pytest.raises(NotFound):
+        act.apply("shop", Action("rollback_release", "release:shop", {"models": {"main": "iris:9"}}), ACTOR)
+    assert models() == {"main": "iris:2", "side": "iris:1"}
 
 
 def test_rollback_alias_of_a_model(platform: Platform, act: PlatformActuator) -> None:
