@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 
 from mlpilot.client import Client
-from mlpilot.errors import LoadError, MissingExtra, NotFound
+from mlpilot.errors import LoadError, MissingExtra, MlpilotError, NotFound
 from mlpilot.flavors import flavor_for_object
 from mlpilot.records import ArtifactVersion
 from mlpilot.settings import Settings
@@ -150,6 +150,14 @@ def _alert(client: Client, say: Any, rows: int) -> None:
         )
     else:
         say(f"   the SLO 'no-drift' has not fired yet: {status['rules']}")
+    for inc in client.incidents(DEPLOYMENT, status="open"):
+        diagnosis = client.incident_diagnosis(inc.id)
+        say(
+            f"   the page opened [bold]incident #{inc.id}[/bold]; the RCA engine says "
+            f"[bold]{diagnosis['verdict']}[/bold]: {diagnosis['summary']}. It is resolved by hand here "
+            f"(the feed's units are fixed upstream). Try: mlpilot incidents show {inc.id}"
+        )
+        client.resolve_incident(inc.id, "the feed's units were fixed upstream (demo)")
 
 
 class SegmentBug:
@@ -230,6 +238,90 @@ def _roll_out(client: Client, say: Any, d: dict[str, Any], reference: str) -> No
     say(
         f"   {DEPLOYMENT} now serves {dep.spec.traffic} ({MODEL}@champion moved with the promotion). "
         f"Try: mlpilot rollout status {DEPLOYMENT} --decisions · mlpilot rollout list · mlpilot ship MODEL_FILE -d NAME"
+    )
+
+
+def _labelled_traffic(
+    client: Client, d: dict[str, Any], rng: np.random.Generator, n: int, bug: float
+) -> tuple[int, int]:
+    """``n`` single-row requests from the held-out set, ``bug`` of them with 'worst area' x1000 (an upstream unit
+    bug), each label sent as feedback once logged; returns (answered, refused)."""
+    X_test, y_test = d["X_test"], d["y_test"]
+    since = datetime.now(timezone.utc)
+    answered: list[tuple[str, int]] = []
+    refused = 0
+    for i in rng.choice(len(X_test), size=n):
+        row = X_test.iloc[[int(i)]]
+        if rng.uniform() < bug:
+            row = row.assign(**{"worst area": row["worst area"] * 1000})
+        try:
+            answered.append((client.predict(DEPLOYMENT, row).request_id or "", int(y_test.iloc[int(i)])))
+        except MlpilotError:  # refused by the input quarantine (422)
+            refused += 1
+    _wait_logged(client, len(answered) + refused, since)  # refused requests are logged too (status quarantined)
+    client.feedback(DEPLOYMENT, [{"request_id": rid, "label": y} for rid, y in answered])
+    return len(answered), refused
+
+
+def _heal(client: Client, say: Any, d: dict[str, Any]) -> None:
+    """Chapter 10: an upstream bug pages accuracy; the incident is diagnosed with evidence, the suggested
+    quarantine is approved, verified on the accuracy of what is still served, then lifted once upstream is fixed."""
+    rng = np.random.default_rng(11)
+    say(
+        "\n[bold]10. Diagnose and heal[/bold]: an accuracy SLO from the labels (97%, paging fast), the healing "
+        "policy in suggest mode (a person approves), verification 5 s after an action."
+    )
+    client.set_healing_policy(DEPLOYMENT, mode="suggest", verify_after_s=5)
+    rules = [{"long": "1m", "short": "10s", "burn_rate": 3, "severity": "page"}]
+    spec = {"indicator": "accuracy", "objective": 0.97, "rules": rules, "min_events": 20}
+    client.create_slo(DEPLOYMENT, "accuracy-fast", spec, replace=True)
+    _labelled_traffic(client, d, rng, 60, 0.0)
+    _labelled_traffic(client, d, rng, 120, 0.5)
+    changes = client.check_slo(DEPLOYMENT, "accuracy-fast")["changes"]
+    incidents = client.incidents(DEPLOYMENT, status="open")
+    if not changes or not incidents:
+        say(f"   the accuracy SLO did not page ({changes or 'no change'}); skipping the rest of the chapter")
+        return
+    inc = incidents[0]
+    diagnosis = client.incident_diagnosis(inc.id)
+    say(
+        f"   an upstream feed now sends 'worst area' x1000 for half of the requests: accuracy pages, "
+        f"[bold]incident #{inc.id}[/bold] opens and is diagnosed ([bold]{diagnosis['verdict']}[/bold]):"
+    )
+    for h in diagnosis["hypotheses"][:3]:
+        say(f"     {h['confidence']:.0%} {h['cause']} on {h['component']} — evidence {', '.join(h['evidence'])}")
+    waiting = [r for r in client.incident_remediations(inc.id) if r["state"] == "suggested"]
+    if not waiting:
+        say("   no remediation suggested; see mlpilot incidents show " + str(inc.id))
+        return
+    action = waiting[-1]["action"]
+    say(
+        f"   suggested: [bold]{action['kind']}[/bold] on {action['target']} {action['params']} — "
+        f"{waiting[-1]['decision']['reason']}; approved (mlpilot incidents approve {inc.id})."
+    )
+    client.approve_remediation(inc.id)
+    approved = time.monotonic()
+    time.sleep(1.5)  # verification skips the action's first moments (a quarter of verify_after here)
+    served, refused = _labelled_traffic(client, d, rng, 80, 0.5)
+    time.sleep(max(0.0, approved + 5.5 - time.monotonic()))  # verify_after_s
+    client.tick_monitors()  # what the server's scheduler does on its own: verify due remediations
+    [r] = [r for r in client.incident_remediations(inc.id) if r["action"] == action]
+    v = r.get("verification") or {}
+    colour = "green" if r["state"] == "verified" else "red"
+    say(
+        f"   {refused} of {served + refused} requests were refused with 422 (the quarantine names the rule); "
+        f"[bold {colour}]{r['state']}[/bold {colour}]: error rate of what is served {v.get('before', float('nan')):.0%}"
+        f" during the incident → {v.get('after', float('nan')):.0%} after ({v.get('reason', '')}); "
+        f"incident #{inc.id} is {client.incident(inc.id).status.value}."
+    )
+    dep = client.get_deployment(DEPLOYMENT)
+    client.apply_deployment(DEPLOYMENT, dep.spec.model_copy(update={"quarantine": []}))
+    time.sleep(10.5)  # the SLO's short window passes without new requests: the page resolves
+    client.check_slo(DEPLOYMENT, "accuracy-fast")
+    client.resolve_incident(inc.id, "upstream fixed the unit; quarantine lifted (demo)")
+    say(
+        f"   upstream fixes the unit: the quarantine is lifted and the incident resolved. "
+        f"Try: mlpilot incidents show {inc.id} · mlpilot incidents policy {DEPLOYMENT} · mlpilot incidents list"
     )
 
 
@@ -325,9 +417,10 @@ def run_tour(settings: Settings, console: Console) -> None:
 
         _observe(client, say, d, request_ids, tour_start)
         _roll_out(client, say, d, ref.ref)
+        _heal(client, say, d)
 
         events = client.events(limit=8)
-        say("\n[bold]10. Audit trail[/bold] — every change is an event (newest last):")
+        say("\n[bold]11. Audit trail[/bold] — every change is an event (newest last):")
         for e in events:
             say(f"   #{e.id} {e.action:<20} {e.subject:<40} by {e.actor}")
         say(
@@ -338,7 +431,7 @@ def run_tour(settings: Settings, console: Console) -> None:
 
 
 def _llm_chapter(client: Client, say: Any) -> None:
-    """Chapter 11 (LLM apps) needs the ``llm`` extra and the offline model packages; without them it says how to
+    """Chapter 12 (LLM apps) needs the ``llm`` extra and the offline model packages; without them it says how to
     get them instead of failing the tour."""
     try:
         from mlpilot.llm.local import LocalBackend, LocalEmbedder
@@ -346,7 +439,7 @@ def _llm_chapter(client: Client, say: Any) -> None:
         LocalEmbedder().close()
         LocalBackend().close()
     except (ImportError, MissingExtra, LoadError) as exc:
-        say(f"\n[bold]11. An LLM app[/bold]: skipped — {exc}")
+        say(f"\n[bold]12. An LLM app[/bold]: skipped — {exc}")
         return
     from mlpilot.demo_llm.tour import run_llm_chapter
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -10,6 +11,8 @@ from fastapi import APIRouter, Depends, Query
 from mlpilot.api.scopes import Scope, actor, platform, route
 from mlpilot.app import Platform
 from mlpilot.records import Alert, Monitor, MonitorResult, MonitorSpec, SLODefinition, SLOSpec
+
+log = logging.getLogger("mlpilot.api")
 
 router = APIRouter(prefix="/api/v1", tags=["monitors"])
 P = Annotated[Platform, Depends(platform)]
@@ -100,8 +103,13 @@ def delete_slo(p: P, who: Actor, name: str, slo: str) -> None:
 
 @route(router, "POST", "/deployments/{name}/slos/{slo}/check", Scope.WRITE)
 def check_slo(p: P, name: str, slo: str) -> dict[str, Any]:
-    """Evaluate the SLO now and open, escalate or resolve its alert."""
+    """Evaluate the SLO now and open, escalate or resolve its alert (a fired or escalated alert is placed into an
+    incident, as on the scheduler's tick)."""
     changes = p.alerts.check(p.store.get_slo(name, slo), p.clock.now())
+    try:
+        p.incidents.on_alerts(changes)
+    except Exception:  # the alert stands (stored and notified); a broken incident store must not fail the check
+        log.exception("placing alerts into incidents")
     return {
         "status": p.alerts.status(name, slo).to_dict(),
         "changes": [{"action": c.action, "alert": c.alert.model_dump(mode="json")} for c in changes],

@@ -1,4 +1,4 @@
-"""Chapter 11 of ``mlpilot demo``: a support-assistant RAG app on the offline models, evaluated, then a second
+"""Chapter 12 of ``mlpilot demo``: a support-assistant RAG app on the offline models, evaluated, then a second
 prompt version rolled out by canary behind an eval gate. Public SDK only, like the rest of the tour."""
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _evaluate(client: Client, app: str, dataset: str) -> str:
 def run_llm_chapter(client: Client, say: Any) -> None:
     data = data_dir()
     say(
-        "\n[bold]11. An LLM app[/bold]: a support assistant that answers from a knowledge base (RAG) — prompt, "
+        "\n[bold]12. An LLM app[/bold]: a support assistant that answers from a knowledge base (RAG) — prompt, "
         "vector index and app are registry artifacts; the generator (SmolLM2-135M) and the embeddings (MiniLM) "
         "run offline, in-process."
     )

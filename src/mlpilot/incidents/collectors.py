@@ -275,6 +275,19 @@ def _features(case: Case) -> list[str]:
     return [c for c in case.frame.columns if str(c).startswith("in.")]
 
 
+def _without_far_outliers(values: np.ndarray, k: float = 20.0, most: float = 0.2) -> np.ndarray:
+    """The baseline without values more than ``k`` robust standard deviations (1.4826 MAD) from its median — an
+    earlier episode of the same upstream bug (a unit x1000 on a few percent of the rows) would otherwise widen the
+    reference range until the bug looks normal. Leaves the values alone when that would drop more than ``most`` of
+    them (or the spread is zero)."""
+    med = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - med)))
+    if mad <= 0:
+        return values
+    keep = np.abs(values - med) <= k * mad
+    return values[keep] if keep.mean() >= 1.0 - most else values
+
+
 def feature_drift(case: Case, onset: datetime) -> list[Evidence]:
     """Per input feature: KS (numeric) or total variation (categorical) before → after, what kind of change it is,
     and the impact: the symptom on rows with outlying values minus the symptom on the others."""
@@ -301,13 +314,14 @@ def feature_drift(case: Case, onset: datetime) -> list[Evidence]:
             if len(bv) < 10 or len(av) < 10:
                 continue
             stat = _ks(bv, av)
-            lo, hi = np.quantile(bv, [0.001, 0.999])
+            ref = _without_far_outliers(bv)
+            lo, hi = np.quantile(ref, [0.001, 0.999])
             span = max(hi - lo, 1e-9)
             lo_w, hi_w = lo - 0.05 * span, hi + 0.05 * span
             vals = a.to_numpy(dtype=float)
             flagged = (vals < lo_w) | (vals > hi_w) | np.isnan(vals)
             sd_b, sd_a = float(np.std(bv)), float(np.std(av))
-            med_b, med_a = float(np.median(np.abs(bv))), float(np.median(np.abs(av)))
+            med_b, med_a = float(np.median(np.abs(ref))), float(np.median(np.abs(av)))
             uniq_b = len(np.unique(bv[-500:])) / max(min(len(bv), 500), 1)
             uniq_a = len(np.unique(av[-500:])) / max(min(len(av), 500), 1)
             out_vals = np.abs(vals[flagged & ~np.isnan(vals)])

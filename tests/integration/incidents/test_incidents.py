@@ -4,6 +4,7 @@ auto-resolved when quiet, resolved by hand; each with a timeline of related even
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -107,6 +108,35 @@ def test_api_and_cli(tmp_path: Path) -> None:
     assert again.returncode != 0 and "it is closed" in again.stdout + again.stderr
     missing = run_cli("incidents", "show", "999", home=home, check=False)
     assert missing.returncode != 0 and "no incident 999" in missing.stdout + missing.stderr
+
+
+def test_checking_an_slo_by_hand_places_its_alert_into_an_incident(tmp_path: Path) -> None:
+    from mlpilot.errors import MlpilotError
+    from mlpilot.testing.faulty import FailsAbove
+
+    X, y = iris_frame()
+    cut = float(X["petal_length"].quantile(0.05))  # 95% of the rows make this model fail
+    model = FailsAbove(LogisticRegression(max_iter=300).fit(X, y), "petal_length", cut)
+    with Client(home=tmp_path / "home") as c:
+        c.register_model("iris", model, sample=X[X["petal_length"] <= cut].head(3))
+        c.deploy("iris", "iris:1")
+        failed = 0
+        for i in range(40):
+            try:
+                c.predict("iris", X.iloc[[i * 3]])
+            except MlpilotError:
+                failed += 1
+        assert failed >= 30
+        rules = [{"long": "5m", "short": "1m", "burn_rate": 2, "severity": "page"}]
+        c.create_slo("iris", "avail-fast", {"indicator": "availability", "objective": 0.99, "rules": rules,
+                                            "min_events": 10})  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not (out := c.check_slo("iris", "avail-fast"))["changes"] and time.monotonic() < deadline:
+            time.sleep(0.3)  # until the request log has flushed the failures
+        assert [ch["action"] for ch in out["changes"]] == ["fired"]
+        [inc] = c.incidents("iris")
+        assert inc.alerts == [out["changes"][0]["alert"]["id"]] and inc.severity == "page"
+        assert c.incident_diagnosis(inc.id)["symptom"]["kind"] == "errors"  # diagnosed on open
 
 
 def test_a_failure_placing_incidents_does_not_stop_the_slo_evaluation(
