@@ -133,7 +133,8 @@ def _spec_kind(before: dict[str, Any] | None, after: dict[str, Any]) -> tuple[st
     models_a = {v["name"]: v.get("model") for v in after.get("variants", [])}
     if models_b != models_a:
         changed = sorted(k for k in set(models_a) | set(models_b) if models_a.get(k) != models_b.get(k))
-        return "release", f"variants {changed} now serve {[models_a.get(k) for k in changed]}"
+        what = [f"{k} removed" if k not in models_a else f"{k} serves {models_a[k]}" for k in changed]
+        return "release", "variants changed: " + ", ".join(what)
     if before.get("traffic") != after.get("traffic"):
         return "traffic", f"traffic {before.get('traffic')} → {after.get('traffic')}"
     return "config", "runtime options or rules changed"
