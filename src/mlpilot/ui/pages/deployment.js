@@ -109,7 +109,7 @@ async function rolloutPanel(r) {
     buttons.append(control("Promote now", "promote"), control("Abort", "abort", "danger"));
   }
   const steps = (r.spec.steps || []).map((s, i) => badge(`${s.weight}%`, i < r.step ? "pass" : i === r.step && r.phase === "canary" ? "running" : ""));
-  const last = r.last_decision || {};
+  const gated = [r.last_decision || {}, ...decisions.slice().reverse().map((e) => e.after || {})].find((a) => (a.analyses || []).length);
   return h(
     "div",
     { id: "rollout", "data-phase": r.phase },
@@ -117,7 +117,7 @@ async function rolloutPanel(r) {
     steps.length ? h("div", { class: "row", "aria-label": "steps" }, "steps ", ...steps) : null,
     h("p", { class: "muted" }, r.message),
     buttons,
-    last.analyses ? gates(last.analyses) : null,
+    gated ? gates(gated.analyses) : null,
     h("h3", {}, "Decisions"),
     table(
       [
@@ -139,7 +139,7 @@ function gates(analyses) {
       { label: "statistics", get: (a) => a.message || "" },
     ],
     analyses,
-    { caption: "Every gate's verdict at the last decision" },
+    { caption: "Every gate's verdict at the latest gated decision" },
   );
 }
 
