@@ -4,6 +4,7 @@ deployment's health and live traffic, and a deployment's traffic series from the
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -14,9 +15,9 @@ from fastapi.responses import FileResponse, RedirectResponse
 
 from mlpilot.api.scopes import Scope, platform, route
 from mlpilot.app import Platform
-from mlpilot.errors import NotFound
+from mlpilot.errors import FailedPrecondition, InvalidArgument, NotFound
 from mlpilot.records import IncidentStatus
-from mlpilot.telemetry.stats import traffic_series, traffic_summary
+from mlpilot.telemetry.stats import llm_series, traffic_series, traffic_summary
 
 router = APIRouter(tags=["dashboard"])
 P = Annotated[Platform, Depends(platform)]
@@ -142,4 +143,103 @@ def incident_page(p: P, incident_id: int) -> dict[str, Any]:
         "timeline": [e.model_dump(mode="json") for e in p.incidents.timeline(incident_id)],
         "diagnosis": healer.diagnosis(incident_id) if healer is not None else None,
         "remediations": healer.remediations(incident_id) if healer is not None else [],
+    }
+
+
+@route(router, "GET", "/api/v1/ui/deployments/{name}/llm", Scope.READ)
+def llm_metrics(
+    p: P,
+    name: str,
+    window_s: float = Query(3600.0, gt=0, le=30 * 86_400, description="seconds back from now"),
+    buckets: int = Query(60, ge=1, le=1000, description="how many time buckets"),
+) -> dict[str, Any]:
+    """An LLM app's tokens, cost, time to first token and groundedness per time bucket and variant (answered
+    requests); ``available: false`` for a deployment whose records carry no LLM metrics."""
+    p.store.get_deployment(name)
+    now = p.clock.now()
+    since = now - timedelta(seconds=window_s)
+    bucket_s = max(window_s / buckets, 1.0)
+    frame = llm_series(p.settings.log_root(), name, since, now, bucket_s)
+    if frame is None:
+        return {"deployment": name, "available": False, "series": []}
+    rows = [
+        {**{k: (None if v != v else v) for k, v in r.items() if k != "start"}, "start": r["start"].isoformat()}
+        for r in frame.to_dict("records")
+    ]
+    return {"deployment": name, "available": True, "since": since.isoformat(), "until": now.isoformat(),
+            "bucket_s": bucket_s, "series": rows}  # fmt: skip
+
+
+def _histograms(reference: Any, current: Any, bins: int, top: int = 12) -> list[dict[str, Any]]:
+    """Per feature, the reference's and the window's distributions on shared bins (numeric: edges at the
+    reference's quantiles, the outer bins open; categorical: the most frequent categories, the rest as 'other')."""
+    import numpy as np
+    import pandas as pd
+
+    out = []
+    for col in reference.columns:
+        ref, cur = reference[col].dropna(), current[col].dropna() if col in current else pd.Series(dtype=float)
+        if len(ref) == 0:
+            continue
+        numeric = pd.api.types.is_numeric_dtype(ref.dtype) and not pd.api.types.is_bool_dtype(ref.dtype)
+        if numeric and ref.nunique() > top:
+            r, c = ref.to_numpy(dtype=float), pd.to_numeric(cur, errors="coerce").dropna().to_numpy(dtype=float)
+            edges = np.unique(np.quantile(r, np.linspace(0, 1, bins + 1)))
+            inner = edges[1:-1]
+            rc = np.bincount(np.searchsorted(inner, r, side="right"), minlength=len(inner) + 1)
+            cc = np.bincount(np.searchsorted(inner, c, side="right"), minlength=len(inner) + 1)
+            if len(inner):
+                labels = [f"< {inner[0]:.4g}"] + [f"{a:.4g} to {b:.4g}" for a, b in itertools.pairwise(inner)]
+                labels.append(f">= {inner[-1]:.4g}")
+            else:
+                labels = [f"{edges[0]:.4g}"]
+            kind = "numeric"
+        else:
+            rs, cs = ref.astype(str), cur.astype(str)
+            keys = list(pd.concat([rs, cs]).value_counts().index[:top])
+            rc = np.array([int((rs == k).sum()) for k in keys] + [int((~rs.isin(keys)).sum())])
+            cc = np.array([int((cs == k).sum()) for k in keys] + [int((~cs.isin(keys)).sum())])
+            labels = [*keys, "other"]
+            if rc[-1] == 0 and cc[-1] == 0:
+                rc, cc, labels = rc[:-1], cc[:-1], labels[:-1]
+            kind = "categorical"
+        out.append(
+            {
+                "feature": str(col),
+                "kind": kind,
+                "bins": labels,
+                "reference": (rc / max(rc.sum(), 1)).round(6).tolist(),
+                "current": (cc / max(cc.sum(), 1)).round(6).tolist(),
+                "rows": [int(rc.sum()), int(cc.sum())],
+            }
+        )
+    return out
+
+
+@route(router, "GET", "/api/v1/ui/deployments/{name}/distributions", Scope.READ)
+def distributions(
+    p: P,
+    name: str,
+    window_s: float = Query(3600.0, gt=0, le=30 * 86_400, description="seconds of traffic back from now"),
+    bins: int = Query(12, ge=2, le=50),
+    rows: int = Query(20_000, ge=100, le=1_000_000, description="at most this many of the newest records"),
+) -> dict[str, Any]:
+    """Reference vs current distribution of every input of the deployment's main variant over the window (its newest
+    ``rows`` records);
+    ``available: false`` with the reason when there is nothing to compare (no reference bound, no traffic)."""
+    p.store.get_deployment(name)
+    now = p.clock.now()
+    try:
+        variant, ref_name, reference, current = p.drift.frames(
+            name, since=now - timedelta(seconds=window_s), until=now, limit=rows
+        )
+    except (FailedPrecondition, InvalidArgument) as e:
+        return {"deployment": name, "available": False, "reason": e.message, "features": []}
+    return {
+        "deployment": name,
+        "available": True,
+        "variant": variant,
+        "reference": ref_name,
+        "rows": len(current),
+        "features": _histograms(reference, current, bins),
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpilot.errors import FailedPrecondition, InvalidArgument
 from mlpilot.monitoring import TableDrift
@@ -17,6 +17,9 @@ from mlpilot.monitoring.results import DriftResult
 from mlpilot.monitors.kinds import align_reference, input_frame
 from mlpilot.registry import Registry
 from mlpilot.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 from mlpilot.telemetry.query import read_records
 
 
@@ -73,13 +76,36 @@ class DriftMonitor:
             FailedPrecondition: no reference dataset is bound and no reference window was given.
             InvalidArgument: the window holds no traffic, or a parameter is wrong.
         """
+        vname, ref_name, reference, current = self.frames(
+            deployment, since=since, until=until, variant=variant,
+            reference_since=reference_since, reference_until=reference_until,
+        )  # fmt: skip
+        result = TableDrift(**drift_params).fit(reference).predict(current)
+        return DriftReport(deployment, vname, ref_name, since, until, len(current), len(reference), result)
+
+    def frames(
+        self,
+        deployment: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        variant: str | None = None,
+        reference_since: datetime | None = None,
+        reference_until: datetime | None = None,
+        limit: int | None = None,
+    ) -> tuple[str, str, pd.DataFrame, pd.DataFrame]:
+        """``(variant, reference name, reference, current)``: the input frames a drift report compares, aligned
+        (same columns); ``limit``: at most that many of the window's newest records. Raises like :meth:`report`."""
         dep = self.store.get_deployment(deployment)
         spec = dep.spec
         vname = variant or max(spec.traffic, key=lambda k: spec.traffic[k])
         vspec = next((v for v in spec.variants if v.name == vname), None)
         if vspec is None:
             raise InvalidArgument(f"deployment {deployment!r} has no variant {vname!r}")
-        logged = read_records(self.log_root, deployment, since=since, until=until, variant=vname, shadow=False)
+        logged = read_records(
+            self.log_root, deployment, since=since, until=until, variant=vname, shadow=False,
+            limit=limit, newest_first=limit is not None,
+        )  # fmt: skip
         if logged.empty:
             raise InvalidArgument(f"no logged predictions of {deployment}/{vname} in the window; widen --since")
         current = input_frame(logged)
@@ -100,5 +126,4 @@ class DriftMonitor:
                 )
             reference = self.registry.read_dataset(ref_name)
         reference, current = align_reference(reference, current)
-        result = TableDrift(**drift_params).fit(reference).predict(current)
-        return DriftReport(deployment, vname, ref_name, since, until, len(current), len(reference), result)
+        return vname, ref_name, reference, current

@@ -17,7 +17,7 @@ import pandas as pd
 from mlpilot.errors import InvalidArgument
 from mlpilot.telemetry.query import _duckdb, with_segment_files
 
-__all__ = ["SERIES_COLUMNS", "traffic_series", "traffic_summary"]
+__all__ = ["LLM_METRICS", "SERIES_COLUMNS", "llm_series", "traffic_series", "traffic_summary"]
 
 SERIES_COLUMNS = ["start", "variant", "requests", "errors", "quarantined", "p50_ms", "p95_ms", "p99_ms"]
 _AGGREGATES = (
@@ -93,3 +93,63 @@ def traffic_summary(root: Path, deployment: str, since: datetime, until: datetim
         "overall": row(overall.iloc[0]) if len(overall) else empty,
         "variants": {str(r["variant"]): row(r) for _, r in per_variant.iterrows()},
     }
+
+
+#: the LLM columns an app's records carry (``out.*``) and how a bucket aggregates each
+LLM_METRICS = {
+    "input_tokens": 'avg("out.input_tokens")',
+    "output_tokens": 'avg("out.output_tokens")',
+    "cost": 'sum("out.cost")',
+    "ttft_p50_ms": '1000 * quantile_cont("out.ttft_s", 0.5)',
+    "ttft_p95_ms": '1000 * quantile_cont("out.ttft_s", 0.95)',
+    "groundedness": 'avg("out.groundedness")',
+}
+
+
+_LLM_COLUMN = {
+    "input_tokens": "out.input_tokens",
+    "output_tokens": "out.output_tokens",
+    "cost": "out.cost",
+    "ttft_p50_ms": "out.ttft_s",
+    "ttft_p95_ms": "out.ttft_s",
+    "groundedness": "out.groundedness",
+}
+
+
+def llm_series(root: Path, deployment: str, since: datetime, until: datetime, bucket_s: float) -> pd.DataFrame | None:
+    """Per (bucket, variant) of an LLM app's answered requests: mean input and output tokens, total cost, time to
+    first token (p50, p95, ms) and mean groundedness. ``None`` when the deployment's records carry no LLM columns
+    (a model deployment)."""
+    if not bucket_s > 0:
+        raise InvalidArgument(f"bucket_s must be > 0 seconds, got {bucket_s}")
+    b = float(bucket_s)
+    where = "ts >= ? AND ts < ? AND \"row\" = 0 AND NOT shadow AND status = 'ok'"
+    duckdb = _duckdb()
+
+    def run(files: list[str]) -> pd.DataFrame | None:
+        if not files:
+            return None
+        con = duckdb.connect()
+        try:
+            described = con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name=true)", [files]).fetchall()
+            names = {str(r[0]) for r in described}
+            if "out.ttft_s" not in names or "out.output_tokens" not in names:
+                return None
+            # an app without retrieval has no groundedness, a local model no cost: those metrics are NULL
+            cols = ", ".join(
+                f"{expr if _LLM_COLUMN[name] in names else 'NULL::DOUBLE'} AS {name}"
+                for name, expr in LLM_METRICS.items()
+            )
+            sql = (
+                f"SELECT to_timestamp(floor(epoch(ts) / {b!r}) * {b!r}) AS start, variant, "
+                f"count(*)::BIGINT AS requests, {cols} FROM read_parquet(?, union_by_name=true) WHERE {where} "
+                "GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+            return con.execute(sql, [files, since, until]).df()
+        finally:
+            con.close()
+
+    out = with_segment_files(root, deployment, since, until, run)
+    if out is not None and not out.empty:
+        out["start"] = pd.to_datetime(out["start"], utc=True)
+    return out

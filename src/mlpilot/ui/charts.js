@@ -40,7 +40,7 @@ export function lineChart(series, opts = {}) {
   const y1 = opts.yMax !== undefined ? opts.yMax : niceMax(Math.max(...pts.map((p) => p[1])));
   const X = (v) => L + ((t(v) - x0) / (x1 - x0)) * (W - L - R);
   const Y = (v) => T + (1 - v / y1) * (H - T - B);
-  const yFmt = opts.yFormat || ((v) => String(+v.toFixed(3)));
+  const yFmt = opts.yFormat || ((v) => (v === 0 ? "0" : Math.abs(v) < 0.01 ? v.toExponential(1) : String(+v.toFixed(3))));
   for (let i = 0; i <= 4; i++) {
     const v = (y1 * i) / 4;
     svg.append(s("line", { x1: L, x2: W - R, y1: Y(v), y2: Y(v), class: "grid" }));
@@ -136,4 +136,32 @@ export function splitBar(traffic, shadows = []) {
     return outer;
   }
   return box;
+}
+
+/** Grouped vertical bars over shared bins: series [{name, values}] (shares 0..1); opts {title}. */
+export function histogram(bins, series, opts = {}) {
+  const W = 640, H = 200, L = 40, R = 8, T = 8, B = 46;
+  const max = niceMax(Math.max(...series.flatMap((x) => x.values), 0));
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": opts.title || "histogram" });
+  svg.append(s("title", {}, opts.title || "histogram"));
+  const slot = (W - L - R) / Math.max(bins.length, 1);
+  const bw = (slot * 0.8) / Math.max(series.length, 1);
+  const Y = (v) => T + (1 - v / max) * (H - T - B);
+  for (let i = 0; i <= 4; i++) {
+    const v = (max * i) / 4;
+    svg.append(s("line", { x1: L, x2: W - R, y1: Y(v), y2: Y(v), class: "grid" }));
+    svg.append(s("text", { x: L - 4, y: Y(v) + 4, "text-anchor": "end", class: "axis" }, `${Math.round(v * 100)}%`));
+  }
+  bins.forEach((label, i) => {
+    const x0 = L + i * slot + slot * 0.1;
+    series.forEach((ser, j) => {
+      const v = ser.values[i] || 0;
+      svg.append(s("rect", { x: x0 + j * bw, y: Y(v), width: Math.max(bw - 1, 1), height: Math.max(Y(0) - Y(v), 0), fill: ser.color || PALETTE[j % PALETTE.length] }, s("title", {}, `${ser.name}, ${label}: ${(100 * v).toFixed(1)}%`)));
+    });
+    if (bins.length <= 16) {
+      const text = String(label).length > 12 ? String(label).slice(0, 11) + "…" : String(label);
+      svg.append(s("text", { x: x0 + slot * 0.4, y: H - B + 14 + (i % 2) * 12, "text-anchor": "middle", class: "axis" }, text));
+    }
+  });
+  return wrap(svg, series, { ...opts, legend: true });
 }

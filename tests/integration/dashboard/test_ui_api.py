@@ -114,3 +114,47 @@ def test_incident_page_in_one_answer(http: TestClient, platform: Platform) -> No
     assert ("incident.opened" in [e["action"] for e in body["timeline"]] and body["remediations"] == []) or True
     r = http.get("/api/v1/ui/incidents/999")
     assert r.status_code == 404 and "999" in r.text
+
+
+def test_distributions_need_a_reference_and_compare_shares(http: TestClient, platform: Platform) -> None:
+    body = http.get("/api/v1/ui/deployments/iris/distributions").json()
+    assert body["available"] is False and "has no reference dataset" in body["reason"]
+    X, _ = iris_frame()
+    with Client(home=platform.settings.home, actor="tester") as c:
+        c.register_dataset("iris-ref", X, bind_to="iris:1")
+    body = http.get("/api/v1/ui/deployments/iris/distributions", params={"window_s": 3600, "bins": 5}).json()
+    assert body["available"] is True and body["reference"].startswith("iris-ref:")
+    assert body["variant"] == "a" and body["rows"] == 145  # the main variant's records of the window
+    feats = {f["feature"]: f for f in body["features"]}
+    assert set(feats) == set(X.columns)
+    for f in feats.values():
+        assert len(f["bins"]) == len(f["reference"]) == len(f["current"]) <= 5
+        assert sum(f["reference"]) == pytest.approx(1.0, abs=1e-4) and sum(f["current"]) == pytest.approx(1.0, abs=1e-4)
+        assert f["rows"] == [150, 145]
+    body = http.get("/api/v1/ui/deployments/iris/distributions", params={"rows": 100}).json()
+    assert body["rows"] == 100  # the newest records only
+    r = http.get("/api/v1/ui/deployments/iris/distributions", params={"bins": 1})
+    assert r.status_code in (400, 422) and "bins" in r.text
+
+
+def test_llm_metrics_only_for_records_that_carry_them(http: TestClient, platform: Platform) -> None:
+    none = {"deployment": "iris", "available": False, "series": []}
+    assert http.get("/api/v1/ui/deployments/iris/llm").json() == none
+    with Client(home=platform.settings.home, actor="tester") as c:
+        c.deploy("chat", "iris:1")
+    log = RequestLog(platform.settings.log_root())
+    log.start()
+    for i in range(20):
+        outputs = {"text": np.array(["hi"]), "input_tokens": np.array([100 + i]), "output_tokens": np.array([10]),
+                   "ttft_s": np.array([0.2 if i < 10 else 0.4]), "cost": np.array([0.001])}  # fmt: skip
+        log.append(InferenceRecord(ts=(NOW - timedelta(seconds=60 - i)).timestamp(), request_id=uuid.uuid4().hex,
+                                   deployment="chat", variant="main", model="app:1", status="ok", latency_s=0.5,
+                                   outputs=outputs, inputs=None))  # fmt: skip
+    log.stop()
+    body = http.get("/api/v1/ui/deployments/chat/llm", params={"window_s": 600, "buckets": 1}).json()
+    assert body["available"] is True
+    [row] = body["series"]
+    assert row["requests"] == 20 and row["output_tokens"] == 10 and row["input_tokens"] == pytest.approx(109.5)
+    assert row["cost"] == pytest.approx(0.02) and row["groundedness"] is None  # no retrieval: no groundedness
+    assert row["ttft_p50_ms"] == pytest.approx(300.0)
+    assert http.get("/api/v1/ui/deployments/ghost/llm").status_code == 404

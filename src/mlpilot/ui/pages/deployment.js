@@ -2,7 +2,7 @@
 // controls (start, pause, resume, promote, abort), traffic charts from the request log, monitors with their series
 // (per-feature drift over time, performance from labels next to the label-free estimate, LLM metrics), SLOs.
 import { act, api, badge, field, fill, flash, fmt, h, section, table } from "../app.js";
-import { barChart, lineChart, splitBar } from "../charts.js";
+import { barChart, histogram, lineChart, splitBar } from "../charts.js";
 
 export async function render({ main, args }) {
   const name = args[0];
@@ -15,6 +15,8 @@ export async function render({ main, args }) {
   const charts = h("div", { class: "grid two" });
   const monitors = h("div");
   const slos = h("div");
+  const dist = h("div");
+  const llm = h("div");
   main.append(
     h("p", {}, h("a", { href: "#/" }, "← Overview")),
     h("h1", {}, "Deployment ", h("span", { id: "dep-name" }, name)),
@@ -23,12 +25,20 @@ export async function render({ main, args }) {
     section("Rollout", rollout, h("details", {}, h("summary", {}, "Start a rollout"), startForm)),
     section("Traffic (last hour)", charts),
     h("div", { class: "grid two" }, section("Monitors", monitors), section("SLOs", slos)),
+    section("Inputs: reference vs the last hour", dist.childNodes.length ? dist : fill(dist, h("p", { class: "muted" }, "Loading…"))),
+    llm,
   );
+  const distState = { feature: null, data: null };
+  let slowAt = 0;
   buildTrafficForm(trafficForm, dep0);
   let lastRevision = dep0.revision;
 
   return async () => {
     const enc = encodeURIComponent(name);
+    if (Date.now() - slowAt > 30_000) {
+      slowAt = Date.now();
+      slowPanels(enc, dist, llm, distState); // heavier reads, refreshed every 30 s without holding the page
+    }
     const [dep, series, mons, sl, ro] = await Promise.all([
       api(`deployments/${enc}`),
       api(`ui/deployments/${enc}/series`, { params: { window_s: 3600, buckets: 60 } }),
@@ -48,6 +58,52 @@ export async function render({ main, args }) {
     fill(monitors, await monitorPanel(name, mons));
     fill(slos, sloTable(sl));
   };
+}
+
+async function slowPanels(enc, dist, llm, distState) {
+  try {
+    const [ds, lm] = await Promise.all([
+      api(`ui/deployments/${enc}/distributions`, { params: { window_s: 3600 } }),
+      api(`ui/deployments/${enc}/llm`, { params: { window_s: 3600, buckets: 60 } }),
+    ]);
+    if (!dist.isConnected) return; // the page was left meanwhile
+    distState.data = ds;
+    if (!dist.contains(document.activeElement)) fill(dist, distributionPanel(distState));
+    fill(llm, lm.available ? section("LLM metrics (last hour)", h("div", { class: "grid two" }, ...llmCharts(lm))) : "");
+  } catch (e) {
+    if (dist.isConnected) fill(dist, h("p", { class: "error" }, e.message || String(e)));
+  }
+}
+
+function distributionPanel(state) {
+  const ds = state.data;
+  if (!ds.available) return h("p", { class: "muted" }, `Not available: ${ds.reason}`);
+  if (!ds.features.length) return h("p", { class: "muted" }, "No inputs to compare.");
+  if (!ds.features.some((f) => f.feature === state.feature)) state.feature = ds.features[0].feature;
+  const select = h("select", { name: "feature" }, ds.features.map((f) => h("option", { value: f.feature, selected: f.feature === state.feature }, f.feature)));
+  const chart = h("div");
+  const draw = () => {
+    const f = ds.features.find((x) => x.feature === state.feature);
+    fill(chart, histogram(f.bins, [{ name: `reference ${ds.reference} (${f.rows[0]} rows)`, values: f.reference }, { name: `last hour (${f.rows[1]} rows)`, values: f.current, color: "#dc2626" }], { title: `${f.feature} (${f.kind}), variant ${ds.variant}` }));
+  };
+  select.addEventListener("change", () => {
+    state.feature = select.value;
+    draw();
+  });
+  draw();
+  return h("div", {}, h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, field("input", select)), chart);
+}
+
+function llmCharts(lm) {
+  const variants = [...new Set(lm.series.map((r) => r.variant))];
+  const per = (key) => variants.map((v) => ({ name: v, points: lm.series.filter((r) => r.variant === v).map((r) => [r.start, r[key]]) }));
+  const range = { xMin: lm.since, xMax: lm.until };
+  return [
+    lineChart([...per("input_tokens").map((x) => ({ ...x, name: `${x.name} in` })), ...per("output_tokens").map((x) => ({ ...x, name: `${x.name} out` }))], { title: "tokens per request (input, output)", ...range }),
+    lineChart(per("cost"), { title: "cost per bucket", ...range }),
+    lineChart([...per("ttft_p50_ms").map((x) => ({ ...x, name: `${x.name} p50` })), ...per("ttft_p95_ms").map((x) => ({ ...x, name: `${x.name} p95` }))], { title: "time to first token (ms)", ...range }),
+    lineChart(per("groundedness"), { title: "groundedness", yMax: 1, ...range }),
+  ];
 }
 
 function variantTable(dep, stats) {
