@@ -288,6 +288,7 @@ def serve(settings: Settings) -> None:
         f"metrics http://{host}:{port}/metrics"
     )
     print(f"  control    http://{host}:{port}/api/v1   OpenAPI http://{host}:{port}/docs")
+    print(f"  dashboard  http://{host}:{port}/ui/")
     if host not in ("127.0.0.1", "localhost", "::1"):
         print("  WARNING: no authentication yet: anyone who can reach this address can change deployments")
     common: dict[str, Any] = {
