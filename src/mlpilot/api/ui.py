@@ -17,7 +17,7 @@ from mlpilot.api.scopes import Scope, platform, route
 from mlpilot.app import Platform
 from mlpilot.errors import FailedPrecondition, InvalidArgument, NotFound
 from mlpilot.records import IncidentStatus
-from mlpilot.telemetry.stats import llm_series, traffic_series, traffic_summary
+from mlpilot.telemetry.stats import llm_series, traffic, traffic_summary
 
 router = APIRouter(tags=["dashboard"])
 P = Annotated[Platform, Depends(platform)]
@@ -117,7 +117,7 @@ def series(
     now = p.clock.now()
     since = now - timedelta(seconds=window_s)
     bucket_s = max(window_s / buckets, 1.0)
-    frame = traffic_series(p.settings.log_root(), name, since, now, bucket_s)
+    frame, summary = traffic(p.settings.log_root(), name, since, now, bucket_s)
     rows = [
         {**{k: (None if v != v else v) for k, v in r.items() if k != "start"}, "start": r["start"].isoformat()}
         for r in frame.to_dict("records")
@@ -128,7 +128,7 @@ def series(
         "until": now.isoformat(),
         "bucket_s": bucket_s,
         "series": rows,
-        "summary": traffic_summary(p.settings.log_root(), name, since, now),
+        "summary": summary,
     }
 
 

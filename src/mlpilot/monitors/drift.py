@@ -102,6 +102,14 @@ class DriftMonitor:
         vspec = next((v for v in spec.variants if v.name == vname), None)
         if vspec is None:
             raise InvalidArgument(f"deployment {deployment!r} has no variant {vname!r}")
+        use_window = reference_since is not None or reference_until is not None
+        model = self.store.get_version(vspec.model)
+        ref_name = model.bindings.get("reference", "")
+        if not use_window and not ref_name:  # before reading any record
+            raise FailedPrecondition(
+                f"{model.ref} has no reference dataset: bind one with `mlpilot datasets register NAME FILE "
+                f"--bind-to {model.ref}`, or give a reference window"
+            )
         logged = read_records(
             self.log_root, deployment, since=since, until=until, variant=vname, shadow=False,
             limit=limit, newest_first=limit is not None,
@@ -109,7 +117,7 @@ class DriftMonitor:
         if logged.empty:
             raise InvalidArgument(f"no logged predictions of {deployment}/{vname} in the window; widen --since")
         current = input_frame(logged)
-        if reference_since is not None or reference_until is not None:
+        if use_window:
             past = read_records(
                 self.log_root, deployment, since=reference_since, until=reference_until, variant=vname, shadow=False
             )
@@ -117,13 +125,6 @@ class DriftMonitor:
                 raise InvalidArgument("the reference window holds no logged predictions")
             reference, ref_name = input_frame(past), f"traffic {reference_since} .. {reference_until}"
         else:
-            model = self.store.get_version(vspec.model)
-            ref_name = model.bindings.get("reference", "")
-            if not ref_name:
-                raise FailedPrecondition(
-                    f"{model.ref} has no reference dataset: bind one with `mlpilot datasets register NAME FILE "
-                    f"--bind-to {model.ref}`, or give a reference window"
-                )
             reference = self.registry.read_dataset(ref_name)
         reference, current = align_reference(reference, current)
         return vname, ref_name, reference, current

@@ -30,21 +30,17 @@ export async function render({ main, args }) {
   );
   const distState = { feature: null, data: null };
   let slowAt = 0;
+  let first = dep0; // the first refresh reuses the deployment just read
   buildTrafficForm(trafficForm, dep0);
   let lastRevision = dep0.revision;
 
   return async () => {
     const enc = encodeURIComponent(name);
-    if (Date.now() - slowAt > 30_000) {
-      slowAt = Date.now();
-      slowPanels(enc, dist, llm, distState); // heavier reads, refreshed every 30 s without holding the page
-    }
-    const [dep, series, mons, sl, ro] = await Promise.all([
-      api(`deployments/${enc}`),
+    // the live numbers first (the deployment and its traffic series), then the rest: a large request log's
+    // aggregation does not compete with the other reads
+    const [dep, series] = await Promise.all([
+      first ? Promise.resolve(first) : api(`deployments/${enc}`),
       api(`ui/deployments/${enc}/series`, { params: { window_s: 3600, buckets: 60 } }),
-      api(`deployments/${enc}/monitors`),
-      api(`deployments/${enc}/slos`),
-      api("rollouts", { params: { deployment: name, limit: 1 } }).then((rs) => rs[0] || null),
     ]);
     const s = series.summary.overall;
     fill(head, h("span", {}, `revision ${dep.revision}`), h("span", { class: "muted" }, `${fmt.num(s.requests_per_s, 2)} req/s · errors ${fmt.pct(s.error_rate)} · p95 ${fmt.ms(s.p95_ms)}`));
@@ -53,10 +49,20 @@ export async function render({ main, args }) {
       buildTrafficForm(trafficForm, dep);
       lastRevision = dep.revision;
     }
-    fill(rollout, ro ? await rolloutPanel(ro) : h("p", { class: "muted" }, "No rollout yet."));
     fill(charts, ...trafficCharts(series));
+    const [mons, sl, ro] = await Promise.all([
+      api(`deployments/${enc}/monitors`),
+      api(`deployments/${enc}/slos`),
+      api("rollouts", { params: { deployment: name, limit: 1 } }).then((rs) => rs[0] || null),
+    ]);
+    fill(rollout, ro ? await rolloutPanel(ro) : h("p", { class: "muted" }, "No rollout yet."));
     fill(monitors, await monitorPanel(name, mons));
     fill(slos, sloTable(sl));
+    first = null;
+    if (Date.now() - slowAt > 30_000) {
+      slowAt = Date.now();
+      setTimeout(() => slowPanels(enc, dist, llm, distState), 0); // heavier reads, after the live data, every 30 s
+    }
   };
 }
 
