@@ -55,6 +55,10 @@ def _clean(v: Any) -> Any:
     return v
 
 
+#: the statuses the request log records (see docs/observability.md)
+LOG_STATUSES = ("ok", "error", "quarantined")
+
+
 @route(router, "GET", "/{name}/logs", Scope.READ)
 def get_logs(
     p: P,
@@ -70,6 +74,8 @@ def get_logs(
     p.store.get_deployment(name)
     if since and until and since > until:
         raise InvalidArgument("since must be before until")
+    if status is not None and status not in LOG_STATUSES:
+        raise InvalidArgument(f"status must be one of {list(LOG_STATUSES)}, got {status!r}")
     df = read_records(
         p.settings.log_root(),
         name,

@@ -158,3 +158,10 @@ def test_llm_metrics_only_for_records_that_carry_them(http: TestClient, platform
     assert row["cost"] == pytest.approx(0.02) and row["groundedness"] is None  # no retrieval: no groundedness
     assert row["ttft_p50_ms"] == pytest.approx(300.0)
     assert http.get("/api/v1/ui/deployments/ghost/llm").status_code == 404
+
+
+def test_the_request_explorer_filter_by_status_is_checked(http: TestClient) -> None:
+    rows = http.get("/api/v1/deployments/iris/logs", params={"status": "quarantined", "limit": 1000}).json()
+    assert len(rows) == 5 and {r["status"] for r in rows} == {"quarantined"}
+    r = http.get("/api/v1/deployments/iris/logs", params={"status": "weird"})
+    assert r.status_code == 400 and "status must be one of ['ok', 'error', 'quarantined']" in r.text
