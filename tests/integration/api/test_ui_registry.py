@@ -12,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlpilot import Client, demo_llm
-from mlpilot.api import ui_registry
 from mlpilot.api.scopes import SCOPE_KEY
 from mlpilot.app import build_api, build_platform
 from mlpilot.settings import Settings
@@ -54,8 +53,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
             c.register_app("bot", {"prompt": prompt, "tools": ["order-status:1"], "generator": GENERATOR})
     p = build_platform(Settings(home=home))
     app = build_api(p)
-    if not any(getattr(r, "path", "") == DIFF for r in app.routes):
-        app.include_router(ui_registry.router)  # until create_api registers the dashboard's registry routes
     try:
         with TestClient(app) as client:
             yield client
