@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from mlpilot.clock import Clock
 from mlpilot.store import Store, create_engine
+from tests.s3 import s3_root, s3_storage_options, s3_url  # noqa: F401  (fixtures: a real S3 API, moto)
 
 PG_URL = os.environ.get("MLPILOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -23,11 +23,19 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """A real ``mlpilot up`` in a subprocess, stopped by PID (SIGTERM, then SIGKILL)."""
+    """A real ``mlpilot up`` (or another serving ``command``: ``serve`` with ``ready_path="/v2/health/ready"``) in a
+    subprocess, stopped by PID (SIGTERM, then SIGKILL)."""
 
     def __init__(
-        self, home: Path, port: int | None = None, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+        self,
+        home: Path,
+        port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        command: str = "up",
+        ready_path: str = "/api/v1/health",
     ) -> None:
+        self.ready_path = ready_path
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = home.parent / f"server-{self.port}.log"
@@ -35,7 +43,7 @@ class ServerProcess:
         env.pop("MLPILOT_URL", None)
         self._log = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [MLPILOT, "up", "--port", str(self.port), *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [MLPILOT, command, "--port", str(self.port), *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
         self._wait_ready()
 
@@ -45,7 +53,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early: {self.log.read_text()}")
             try:
-                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{self.ready_path}", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -24,6 +24,7 @@ CONTROL_PLANE = {
     "cli",
     "client",
     "server",
+    "dataserver",
     "demo",
     "demo_llm",
     "testing",

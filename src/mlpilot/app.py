@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from mlpilot.blobs import BlobStore
+from mlpilot.blobs import BlobStore, open_blob_store
 from mlpilot.clock import Clock, SystemClock
 from mlpilot.deployments import Deployments
 from mlpilot.incidents.service import IncidentService
@@ -25,6 +25,8 @@ from mlpilot.store import Store
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from mlpilot.executors import Executor
 
 
 log = logging.getLogger("mlpilot.app")
@@ -71,7 +73,14 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
     store = Store.from_url(settings.store_url(), clock, settings.store.busy_timeout_s)
     if migrate:
         store.migrate()
-    blobs = BlobStore(settings.artifact_root(), max_bytes=settings.artifacts.max_upload_bytes)
+    arts = settings.artifacts
+    blobs = open_blob_store(
+        settings.artifact_root(),
+        settings.artifact_cache_dir(),
+        arts.storage_options,
+        max_bytes=arts.max_upload_bytes,
+        cache_max_bytes=arts.cache_max_bytes,
+    )
     registry = Registry(store, blobs, tmp_dir=settings.home / "tmp")
     feedback = FeedbackService(store, settings.log_root())
     drift = DriftMonitor(store, registry, settings.log_root())
@@ -144,6 +153,28 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
         notifier,
         rollouts,
         incidents,
+    )
+
+
+def build_executor(settings: Settings) -> Executor:
+    """The executor the data plane runs variants on (``executor.kind``); Ray is imported only when chosen."""
+    from mlpilot.executors import InProcessExecutor
+
+    e = settings.executor
+    if e.kind != "ray":
+        return InProcessExecutor()
+    from mlpilot.executors.ray import RayExecutor, RayOptions  # MissingExtra without mlpilot[ray]
+
+    return RayExecutor(
+        RayOptions(
+            address=e.ray_address,
+            namespace=e.namespace,
+            num_cpus=e.num_cpus,
+            replica_cpus=e.replica_cpus,
+            max_ongoing_requests=e.max_ongoing_requests,
+            health_check_period_s=e.health_check_period_s,
+            load_timeout_s=e.load_timeout_s,
+        )
     )
 
 

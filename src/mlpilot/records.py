@@ -148,9 +148,27 @@ class BatchingOptions(Record):
     max_wait_ms: float | None = Field(None, ge=0, le=10_000)
 
 
+class AutoscalingOptions(Record):
+    """Replicas that follow the load (the Ray executor; the in-process executor serves one copy): between
+    ``min_replicas`` and ``max_replicas``, aiming at ``target_ongoing_requests`` requests in flight per replica."""
+
+    min_replicas: int = Field(1, ge=1, le=1024)
+    max_replicas: int = Field(4, ge=1, le=1024)
+    target_ongoing_requests: float = Field(2.0, gt=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingOptions:
+        if self.min_replicas > self.max_replicas:
+            raise InvalidArgument(
+                f"autoscaling: min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
 class RuntimeOptions(Record):
     batching: BatchingOptions | None = Field(default_factory=BatchingOptions)
-    replicas: int = Field(1, ge=1, le=1024)
+    replicas: int = Field(1, ge=1, le=1024, description="copies of the variant (the Ray executor; fixed count)")
+    autoscaling: AutoscalingOptions | None = Field(None, description="replicas follow the load; wins over replicas")
     timeout_s: float = Field(30.0, gt=0, le=3600)
     generation: int = Field(0, ge=0, description="bumped to make the data plane load the variant's runtime anew")
 

@@ -7,6 +7,7 @@ Examples: ``MLPILOT_HOME=/srv/mlpilot``, ``MLPILOT_STORE__URL=postgresql+psycopg
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,10 +21,18 @@ class StoreSettings(BaseModel):
 
 
 class ArtifactSettings(BaseModel):
-    #: Where artifact blobs live; empty = ``<home>/artifacts``.
+    #: Where artifact blobs live: a directory, or any fsspec URL (``s3://bucket/prefix``; S3 needs
+    #: ``mlpilot[s3]``); empty = ``<home>/artifacts``.
     root: str = ""
     #: Largest upload accepted by the API, in bytes.
     max_upload_bytes: int = 2 * 1024**3
+    #: options of the fsspec filesystem of a URL ``root``, e.g. ``{"endpoint_url": "http://minio:9000", "key": …,
+    #: "secret": …}`` (``MLPILOT_ARTIFACTS__STORAGE_OPTIONS='{…}'`` or ``…__STORAGE_OPTIONS__KEY=…``).
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    #: the local read-through cache of a URL ``root``; empty = ``<home>/cache/blobs``.
+    cache_dir: str = ""
+    #: the cache's size bound in bytes (least recently used blobs are removed first).
+    cache_max_bytes: int = Field(10 * 1024**3, gt=0)
 
 
 class ServerSettings(BaseModel):
@@ -46,6 +55,13 @@ class ServerSettings(BaseModel):
     #: per-request Prometheus series (requests, latency per stage, batch sizes, in-flight); off only to measure
     #: what they cost — drops and errors are always counted.
     metrics: bool = True
+    #: elect one leader among the server processes sharing a store (a lease in the store) to run the rollout and
+    #: monitor ticks and request-log maintenance; off: every process runs them (claims still prevent duplicates).
+    leader_election: bool = True
+    #: the leader's lease, in seconds: renewed every third of it, so a dead leader is replaced within ~4/3 of it.
+    leader_lease_s: float = Field(6.0, gt=0, le=3600)
+    #: the control plane a data-plane-only process (``mlpilot serve``) follows over its API (``http://host:8000``).
+    control_url: str = ""
 
 
 class LogSettings(BaseModel):
@@ -136,6 +152,27 @@ class IncidentSettings(BaseModel):
         return v
 
 
+class ExecutorSettings(BaseModel):
+    """Where model variants run (see docs/scale-out.md, "Ray executor"); the router stays in the server process."""
+
+    #: ``inprocess``: in the server process; ``ray``: each variant a Ray Serve application (``mlpilot[ray]``).
+    kind: Literal["inprocess", "ray"] = "inprocess"
+    #: the Ray cluster to join (``host:port`` or ``auto``); empty = start a local Ray in the server process.
+    ray_address: str = ""
+    #: Ray namespace of the server, and the prefix of the Serve applications it creates.
+    namespace: str = Field("mlpilot", min_length=1, max_length=64)
+    #: CPUs of a local Ray (empty ``ray_address``); 0 = every core.
+    num_cpus: int = Field(0, ge=0)
+    #: CPUs Ray reserves per replica (0.5: two replicas per core).
+    replica_cpus: float = Field(0.5, gt=0)
+    #: requests a replica takes at once (at least the variant's batch size).
+    max_ongoing_requests: int = Field(16, ge=1)
+    #: how often Serve health-checks each replica, in seconds (a failing or dead replica is replaced).
+    health_check_period_s: float = Field(2.0, gt=0)
+    #: longest wait for a variant's replicas to run before its load fails (the previous routing stays), in seconds.
+    load_timeout_s: float = Field(120.0, gt=0)
+
+
 class LLMSettings(BaseModel):
     """LLM apps (see docs/llm.md)."""
 
@@ -165,6 +202,7 @@ class Settings(BaseSettings):
     rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
 
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{(self.home / 'mlpilot.db').resolve()}"
@@ -172,5 +210,12 @@ class Settings(BaseSettings):
     def log_root(self) -> Path:
         return Path(self.logs.root) if self.logs.root else self.home / "logs"
 
-    def artifact_root(self) -> Path:
-        return Path(self.artifacts.root) if self.artifacts.root else self.home / "artifacts"
+    def artifact_root(self) -> Path | str:
+        """The artifacts' directory, or their fsspec URL (a ``str`` with ``://``)."""
+        root = self.artifacts.root
+        if "://" in root:
+            return root
+        return Path(root) if root else self.home / "artifacts"
+
+    def artifact_cache_dir(self) -> Path:
+        return Path(self.artifacts.cache_dir) if self.artifacts.cache_dir else self.home / "cache" / "blobs"

@@ -5,7 +5,19 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from mlpilot import __version__
-from mlpilot.api import artifacts, deployments, events, incidents, monitors, observe, rollouts, ui, ui_registry
+from mlpilot.api import (
+    artifacts,
+    deployments,
+    events,
+    incidents,
+    leader,
+    monitors,
+    observe,
+    rollouts,
+    snapshot,
+    ui,
+    ui_registry,
+)
 from mlpilot.api.errors import install_error_handlers
 from mlpilot.app import Platform
 
@@ -19,7 +31,20 @@ def create_api(platform: Platform) -> FastAPI:
     )
     app.state.platform = platform
     install_error_handlers(app)
-    for module in (artifacts, deployments, events, observe, monitors, rollouts, incidents, ui, ui_registry):
+    modules = (
+        artifacts,
+        deployments,
+        snapshot,
+        events,
+        leader,
+        observe,
+        monitors,
+        rollouts,
+        incidents,
+        ui,
+        ui_registry,
+    )
+    for module in modules:
         app.include_router(module.router)
     return app
 

@@ -1,4 +1,4 @@
-"""Deployment routes (desired state) and the routing snapshot."""
+"""Deployment routes (desired state); the routing snapshot is served by ``api/snapshot.py``."""
 
 from __future__ import annotations
 
@@ -82,9 +82,3 @@ def list_revisions(p: P, name: str) -> list[dict[str, Any]]:
 @route(router, "DELETE", "/deployments/{name}", Scope.DEPLOY, status_code=204)
 def delete_deployment(p: P, who: Actor, name: str) -> None:
     p.store.delete_deployment(name, who)
-
-
-@route(router, "GET", "/snapshot", Scope.READ)
-def routing_snapshot(p: P) -> dict[str, Any]:
-    """The current routing snapshot, as pushed to data planes."""
-    return p.deployments.snapshot().to_dict()

@@ -34,7 +34,14 @@ from mlpilot.records import (
     check_name,
 )
 from mlpilot.runtimes.app import APP_FLAVOR
-from mlpilot.serving.snapshot import DeploymentRoute, ModelBinding, QuarantineRoute, RoutingSnapshot, VariantRoute
+from mlpilot.serving.snapshot import (
+    AutoscalingRoute,
+    DeploymentRoute,
+    ModelBinding,
+    QuarantineRoute,
+    RoutingSnapshot,
+    VariantRoute,
+)
 from mlpilot.store import Store
 
 log = logging.getLogger("mlpilot.deployments")
@@ -331,6 +338,9 @@ class Deployments:
                     replicas=v.runtime.replicas,
                     timeout_s=v.runtime.timeout_s,
                     generation=v.runtime.generation,
+                    autoscaling=AutoscalingRoute(**v.runtime.autoscaling.model_dump())
+                    if v.runtime.autoscaling
+                    else None,
                 )
             )
         return DeploymentRoute(

@@ -22,13 +22,15 @@ from mlpilot.runtimes.base import Runtime, RuntimeTags
 _Item = tuple[Any, int, "asyncio.Future[dict[str, np.ndarray]]"]
 
 
-def _rows(inputs: Any) -> int:
+def count_rows(inputs: Any) -> int:
+    """Rows of one request's inputs (an array, a frame, or a dict of equal-length columns)."""
     if isinstance(inputs, dict):
         return len(next(iter(inputs.values())))
     return len(inputs)
 
 
-def _merge(parts: list[Any]) -> Any:
+def merge_inputs(parts: list[Any]) -> Any:
+    """Requests' inputs stacked into one batch, in order."""
     first = parts[0]
     if isinstance(first, np.ndarray):
         return np.concatenate(parts, axis=0)
@@ -89,7 +91,7 @@ class BatchingRuntime(Runtime):
         if self._queue is None:
             raise Unavailable("the model is not loaded")
         fut: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((inputs, _rows(inputs), fut))
+        self._queue.put_nowait((inputs, count_rows(inputs), fut))
         return await fut
 
     async def _collect(self, queue: asyncio.Queue[_Item]) -> list[_Item]:
@@ -144,7 +146,7 @@ class BatchingRuntime(Runtime):
                     results = [await self.inner.predict(b[0]) for b in batch]
                 else:
                     try:
-                        results = self._split(await self.inner.predict(_merge([b[0] for b in batch])), batch)
+                        results = self._split(await self.inner.predict(merge_inputs([b[0] for b in batch])), batch)
                     except _Unsplittable:
                         # Not one output row per input row: serve this model one request at a time from now on.
                         self._unbatchable = True

@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor as ThreadExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,10 @@ import numpy as np
 
 from mlpilot.blobs import BlobStore
 from mlpilot.errors import InvalidArgument, MlpilotError, NotFound, Unavailable
+from mlpilot.executors import Executor, InProcessExecutor
 from mlpilot.protocol.signature import Signature
 from mlpilot.runtimes import BatchingRuntime, FlavorRuntime, Runtime
-from mlpilot.runtimes.app import APP_FLAVOR, AppRuntime
+from mlpilot.runtimes.app import AppRuntime
 from mlpilot.serving.codec import DecodedRequest
 from mlpilot.serving.metrics import Metrics, VariantMetrics
 from mlpilot.serving.quarantine import Quarantine, Quarantined
@@ -130,7 +131,9 @@ class DataPlane:
         blobs: where model bytes are read from (digest-verified).
         metrics: Prometheus metrics (a private registry).
         sink: called with every :class:`InferenceRecord` (must not block).
-        executor: runs sync model code for primaries; ``shadow_executor`` for shadows.
+        executor: builds the variants' runtimes (``mlpilot.executors``; default in-process, with ``cache_dir``);
+            the data plane owns it from then on and closes it in :meth:`close`.
+        shadow_executor: runs sync model code of shadows (in-process runtimes).
         shadow_limit: most shadow predictions in flight before new ones are dropped.
     """
 
@@ -142,7 +145,7 @@ class DataPlane:
         sink: Callable[[InferenceRecord], None] | None = None,
         durable: Callable[[InferenceRecord], Awaitable[None]] | None = None,
         executor: Executor | None = None,
-        shadow_executor: Executor | None = None,
+        shadow_executor: ThreadExecutor | None = None,
         shadow_limit: int = 64,
         unload_grace_s: float = 5.0,
         cache_dir: Path | None = None,
@@ -154,7 +157,7 @@ class DataPlane:
         self.metrics = metrics or Metrics()
         self.sink = sink or RecentRecords()
         self.durable = durable
-        self._executor = executor or ThreadPoolExecutor(max(2, (os.cpu_count() or 2)), "mlpilot-predict")
+        self.executor: Executor = executor or InProcessExecutor(cache_dir=self.cache_dir)
         self._shadow_executor = shadow_executor or ThreadPoolExecutor(1, "mlpilot-shadow")
         self._shadow_slots = shadow_limit
         self._unload_grace_s = unload_grace_s
@@ -203,7 +206,7 @@ class DataPlane:
     ) -> LoadedDeployment:
         variants: dict[str, LoadedVariant] = {}
         for v in route.variants:
-            key = _variant_key(route.name, v)
+            key = (*_variant_key(route.name, v), *self.executor.reload_key(v))
             if key in old:
                 lv = old[key]
                 lv.route = v
@@ -230,32 +233,17 @@ class DataPlane:
         )
 
     async def _load_variant(self, deployment: str, v: VariantRoute, key: tuple[Any, ...]) -> LoadedVariant:
-        if v.model.flavor == APP_FLAVOR:
-            app = AppRuntime(self.blobs, v.model.flavor_metadata, self._executor, self.cache_dir / "indexes")
-            await app.load()
+        vm = self.metrics.variant(deployment, v.name)
+        runtime = self.executor.runtime_for(deployment, v, self.blobs, observe_batch=vm.batch.observe)
+        if isinstance(runtime, BatchingRuntime):
+            batcher = runtime
+            self.metrics.watch_queue(deployment, v.name, lambda: float(batcher.queue_depth))
+        await runtime.load()
+        if isinstance(runtime, AppRuntime):
             return LoadedVariant(
-                route=v,
-                runtime=app,
-                validator=InputValidator(None),
-                metrics=self.metrics.variant(deployment, v.name),
-                key=key,
-                signature=None,
+                route=v, runtime=runtime, validator=InputValidator(None), metrics=vm, key=key, signature=None
             )
         sig = Signature.from_dict(v.model.signature) if v.model.signature else None
-        runtime: Runtime = FlavorRuntime(
-            self.blobs,
-            v.model.digest,
-            v.model.flavor,
-            v.model.flavor_metadata,
-            self._executor,
-            columnar=bool(sig and sig.columnar),
-        )
-        vm = self.metrics.variant(deployment, v.name)
-        if v.max_batch_size > 1:
-            batcher = BatchingRuntime(runtime, v.max_batch_size, v.max_wait_ms, observe_batch=vm.batch.observe)
-            self.metrics.watch_queue(deployment, v.name, lambda: float(batcher.queue_depth))
-            runtime = batcher
-        await runtime.load()
         outputs = [o["name"] for o in (v.model.signature or {}).get("outputs", [])]
         return LoadedVariant(
             route=v,
@@ -287,8 +275,7 @@ class DataPlane:
                 with contextlib.suppress(Exception):
                     await lv.runtime.unload()
         self._deployments = {}
-        if isinstance(self._executor, ThreadPoolExecutor):
-            self._executor.shutdown(wait=False)
+        await self.executor.close()
         if isinstance(self._shadow_executor, ThreadPoolExecutor):
             self._shadow_executor.shutdown(wait=False)
 

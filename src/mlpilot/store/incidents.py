@@ -39,13 +39,24 @@ def _incident(row: Any) -> Incident:
 class IncidentsMixin(StoreMixin):
     """Mixed into :class:`~mlpilot.store.Store`; uses its transaction helpers."""
 
+    _pg: bool
+
     def place_signal(
         self, signal: Signal, group_window: timedelta, actor: str, alert_id: int | None = None
     ) -> tuple[Incident, Placement]:
         """Open, join, reopen or refresh an incident with ``signal`` (:func:`mlpilot.incidents.policy.place`), in
-        one transaction that locks the deployment's unresolved incidents."""
+        one transaction that serialises the placements of the deployment: on PostgreSQL a transaction-level advisory
+        lock per (schema, deployment) — row locks alone would not stop two processes from each opening the first
+        incident —, on SQLite the database write lock."""
         i = t.incidents
         with self._write() as conn:
+            if self._pg:
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_advisory_xact_lock(hashtext('mlpilot.incidents:' || current_schema()), hashtext(:d))"
+                    ),
+                    {"d": signal.deployment},
+                )
             rows = conn.execute(
                 self._lock(
                     sa.select(i).where(i.c.deployment == signal.deployment, i.c.status != IncidentStatus.RESOLVED.value)

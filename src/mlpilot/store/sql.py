@@ -39,6 +39,7 @@ from mlpilot.records import (
 )
 from mlpilot.store import tables as t
 from mlpilot.store.incidents import HealingPoliciesMixin, IncidentsMixin
+from mlpilot.store.leases import LeasesMixin
 from mlpilot.store.mixin import utc
 from mlpilot.store.monitoring import MonitoringMixin
 from mlpilot.store.observations import ObservationsMixin
@@ -85,7 +86,7 @@ def create_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
         ) from exc
 
 
-class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin, IncidentsMixin, HealingPoliciesMixin):
+class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin, IncidentsMixin, HealingPoliciesMixin, LeasesMixin):
     """Persistence of artifacts, aliases, events and deployments.
 
     Args:

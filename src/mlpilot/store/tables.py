@@ -290,6 +290,19 @@ releases = Table(
     UniqueConstraint("deployment", "number", name="uq_releases_key"),
 )
 
+# Leases: who leads the control plane's reconcile loops (name → holder until expires_at); the epoch is the fencing
+# token, bumped at every new tenure and never reset (a released lease keeps its row, expired).
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(256), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("acquired_at", Ts, nullable=False),
+    Column("renewed_at", Ts, nullable=False),
+    Column("expires_at", Ts, nullable=False),
+)
+
 # Monotonic counters (e.g. the routing snapshot version), bumped inside the writing transaction.
 counters = Table(
     "counters",
@@ -311,6 +324,7 @@ __all__ = [
     "feedback",
     "healing_policies",
     "incidents",
+    "leases",
     "lineage",
     "log_segments",
     "metadata",

@@ -230,6 +230,127 @@ def check_deployments(make_store: StoreFactory) -> None:
     assert store.list_deployments() == [] and store.snapshot_version() == 3
 
 
+def check_leases(make_store: StoreFactory) -> None:
+    """A lease is held by one holder until it expires; renewing keeps the epoch, every new tenure bumps it, only the
+    current holder renews or releases, an expired lease cannot be renewed, a released one is free at once."""
+    clock = VirtualClock()
+    store = make_store(clock)
+    assert store.get_lease("scheduler") is None
+    a = store.acquire_lease("scheduler", "a", 6)
+    assert a is not None and (a.holder, a.epoch, a.active) == ("a", 1, True)
+    assert a.expires_at == clock.now() + timedelta(seconds=6) == a.renewed_at + timedelta(seconds=6)
+    assert store.acquire_lease("scheduler", "b", 6) is None  # held
+    clock.advance(2)
+    again = store.acquire_lease("scheduler", "a", 6)  # the holder acquiring again renews: same epoch
+    assert again is not None and (again.epoch, again.acquired_at, again.renewed_at) == (1, a.acquired_at, clock.now())
+    assert store.renew_lease("scheduler", "a", 1, 6)
+    assert not store.renew_lease("scheduler", "b", 1, 6)  # not the holder
+    assert not store.renew_lease("scheduler", "a", 2, 6)  # not the current epoch
+    assert not store.release_lease("scheduler", "b", 1)
+    clock.advance(5.9)
+    assert store.acquire_lease("scheduler", "b", 6) is None  # 0.1 s left
+    clock.advance(0.1)  # expired: renewing is refused, anyone may take it
+    assert not store.renew_lease("scheduler", "a", 1, 6)
+    expired = store.get_lease("scheduler")
+    assert expired is not None and (expired.holder, expired.active) == ("a", False)
+    b = store.acquire_lease("scheduler", "b", 6)
+    assert b is not None and (b.holder, b.epoch, b.acquired_at) == ("b", 2, clock.now())
+    assert not store.release_lease("scheduler", "a", 1)  # a stale holder changes nothing
+    assert store.release_lease("scheduler", "b", 2)
+    released = store.get_lease("scheduler")
+    assert released is not None and (released.holder, released.epoch, released.active) == ("b", 2, False)
+    assert not store.renew_lease("scheduler", "b", 2, 6)  # released means gone, even for its holder
+    a3 = store.acquire_lease("scheduler", "a", 6)
+    assert a3 is not None and (a3.holder, a3.epoch) == ("a", 3)  # at once, with a new epoch
+    b4 = store.acquire_lease("scheduler", "b", 6)
+    assert b4 is None
+    other = store.acquire_lease("other", "b", 1)  # leases are independent
+    assert other is not None and other.epoch == 1
+    lease = store.get_lease("scheduler")
+    assert lease is not None and (lease.holder, lease.epoch, lease.active) == ("a", 3, True)
+
+
+def check_lease_arguments(make_store: StoreFactory) -> None:
+    """Bad lease arguments are ``InvalidArgument`` and change nothing."""
+    store = make_store(VirtualClock())
+    bad: list[tuple[str, str, float]] = [("", "a", 5), ("x" * 65, "a", 5), ("s", "", 5), ("s", "h" * 257, 5)]
+    bad += [("s", "a", 0), ("s", "a", -1), ("s", "a", 86_401), ("s", "a", float("nan"))]
+    for name, holder, ttl in bad:
+        try:
+            store.acquire_lease(name, holder, ttl)
+            raise AssertionError(f"acquire_lease accepted {(name[:8], holder[:8], ttl)}")
+        except InvalidArgument:
+            pass
+    for call in (lambda: store.renew_lease("s", "a", 1, 0), lambda: store.release_lease("s", "", 1)):
+        try:
+            call()
+            raise AssertionError("a bad renew or release was accepted")
+        except InvalidArgument:
+            pass
+    assert store.get_lease("s") is None
+
+
+def check_lease_race(make_store: StoreFactory) -> None:
+    """Threads racing for a free lease, then for the expired one: exactly one wins each round, epochs 1, 2, 3 …"""
+    clock = VirtualClock()
+    store = make_store(clock)
+    errors: list[BaseException] = []
+    for round_ in range(1, 6):
+        barrier = threading.Barrier(6)
+        winners: list[str] = []
+
+        def racer(holder: str, barrier: threading.Barrier = barrier, winners: list[str] = winners) -> None:
+            barrier.wait()
+            try:
+                if store.acquire_lease("scheduler", holder, 5) is not None:
+                    winners.append(holder)
+            except BaseException as exc:  # collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=racer, args=(f"p{round_}-{i}",)) for i in range(6)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors, errors
+        assert len(winners) == 1, winners
+        lease = store.get_lease("scheduler")
+        assert lease is not None and (lease.holder, lease.epoch) == (winners[0], round_)
+        clock.advance(5)
+
+
+def check_incident_placement_race(make_store: StoreFactory) -> None:
+    """Processes placing the first signals of a deployment at the same instant open one incident, not several."""
+    from mlpilot.incidents.policy import Signal
+
+    clock = VirtualClock()
+    store = make_store(clock)
+    errors: list[BaseException] = []
+    for round_ in range(3):
+        dep = f"race-{round_}"
+        barrier = threading.Barrier(5)
+        actions: list[str] = []
+
+        def place(i: int, dep: str = dep, barrier: threading.Barrier = barrier, actions: list[str] = actions) -> None:
+            signal = Signal(f"alert:{dep}/slo-{i}", dep, "ticket", clock.now(), "fired")
+            barrier.wait()
+            try:
+                actions.append(store.place_signal(signal, timedelta(minutes=30), "t", alert_id=i)[1].action)
+            except BaseException as exc:  # collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=place, args=(i,)) for i in range(5)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors, errors
+        incidents = store.list_incidents(dep)
+        assert len(incidents) == 1, [(i.id, i.keys) for i in incidents]
+        assert sorted(actions) == ["join"] * 4 + ["open"], actions
+        assert sorted(incidents[0].alerts) == [0, 1, 2, 3, 4]
+
+
 STORE_CHECKS: tuple[Callable[[StoreFactory], None], ...] = (
     check_schema_matches_tables,
     check_versions_are_consecutive,
@@ -240,6 +361,10 @@ STORE_CHECKS: tuple[Callable[[StoreFactory], None], ...] = (
     check_alias_race,
     check_bindings,
     check_deployments,
+    check_leases,
+    check_lease_arguments,
+    check_lease_race,
+    check_incident_placement_race,
 )
 
 
