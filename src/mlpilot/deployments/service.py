@@ -57,6 +57,9 @@ class Deployments:
         """
         self.store = store
         self.on_created = on_created
+        #: model bindings of pinned model versions (``NAME:VERSION``), which never change once registered: a
+        #: snapshot of 1,000 deployments then reads each version once, not once per compile.
+        self._model_bindings: dict[str, ModelBinding] = {}
 
     def _resolve(self, spec: DeploymentSpec) -> tuple[DeploymentSpec, dict[str, ArtifactVersion]]:
         pinned: list[VariantSpec] = []
@@ -324,15 +327,27 @@ class Deployments:
             meta["error"] = exc.message
         return ModelBinding(name=mv.name, version=mv.version, digest=mv.digest, flavor=APP_FLAVOR, flavor_metadata=meta)
 
+    def _model_binding(self, model: str) -> ModelBinding:
+        """The binding of a variant's model; a pinned model version's is kept (apps re-resolve their bindings)."""
+        cached = self._model_bindings.get(model)
+        if cached is not None:
+            return cached
+        binding = self._binding(self.store.get_version(model))
+        ref = ArtifactRef.parse(model)
+        if ref.version is not None and binding.flavor != APP_FLAVOR:
+            if len(self._model_bindings) >= 100_000:  # a bound, not an expected size
+                self._model_bindings.clear()
+            self._model_bindings[model] = binding
+        return binding
+
     def _route(self, d: Deployment) -> DeploymentRoute:
         variants = []
         for v in d.spec.variants:
-            mv = self.store.get_version(v.model)
             batching = v.runtime.batching
             variants.append(
                 VariantRoute(
                     name=v.name,
-                    model=self._binding(mv),
+                    model=self._model_binding(v.model),
                     max_batch_size=batching.max_batch_size if batching else 1,
                     max_wait_ms=batching.max_wait_ms if batching else 0.0,
                     replicas=v.runtime.replicas,

@@ -113,3 +113,23 @@ def test_runtime_options_validated(client: Client) -> None:
         client.deploy("iris", "iris:1", runtime={"batching": {"max_batch_size": 0}})
     with pytest.raises(NotFound):
         client.get_deployment("iris")
+
+
+def test_a_snapshot_reads_each_pinned_model_version_once(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiling the snapshot keeps the bindings of pinned model versions (they never change): many deployments of
+    one version, compiled again and again, read that version from the store once; a new version is read when used."""
+    for i in range(5):
+        client.deploy(f"d{i}", "iris:1")
+    platform = client._platform
+    reads: list[str] = []
+    real = platform.store.get_version
+    monkeypatch.setattr(platform.store, "get_version", lambda ref: reads.append(str(ref)) or real(ref))
+    first = platform.deployments.snapshot()
+    second = platform.deployments.snapshot()
+    assert reads == ["iris:1"]
+    assert first.deployments["d3"].variants[0].model == second.deployments["d3"].variants[0].model
+    assert second.deployments["d3"].variants[0].model.version == 1
+    client.deploy("d0", "iris:2", variant="b")
+    third = platform.deployments.snapshot()
+    assert reads.count("iris:2") >= 1
+    assert {v.model.version for v in third.deployments["d0"].variants} == {1, 2}
