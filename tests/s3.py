@@ -8,6 +8,7 @@ threads) is the client's only.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -83,6 +84,15 @@ def s3_storage_options(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         yield options
     finally:
         _stop(proc)
+
+
+def option_args(options: dict[str, Any]) -> list[str]:
+    """Storage options as ``mlpilot up --artifacts-option`` arguments: strings as KEY=VALUE, the rest as KEY:=JSON."""
+    out: list[str] = []
+    for key, value in options.items():
+        pair = f"{key}={value}" if isinstance(value, str) else f"{key}:={json.dumps(value)}"
+        out += ["--artifacts-option", pair]
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ starts lazily on the first inference request instead.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -211,6 +212,10 @@ def serve(settings: Settings) -> None:
         os.environ["MLPILOT_HOME"] = str(settings.home.resolve())
         if settings.store.url:
             os.environ["MLPILOT_STORE__URL"] = settings.store.url
+        if settings.artifacts.root:
+            os.environ["MLPILOT_ARTIFACTS__ROOT"] = settings.artifacts.root
+        if settings.artifacts.storage_options:
+            os.environ["MLPILOT_ARTIFACTS__STORAGE_OPTIONS"] = json.dumps(settings.artifacts.storage_options)
         os.environ["MLPILOT_SERVER__GRPC_PORT"] = str(s.grpc_port)
         os.environ["MLPILOT_SERVER__GRPC"] = "1" if s.grpc else "0"
         build_platform(settings).close()  # migrate once before the workers race to do it

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from mlpilot.api.scopes import Scope, actor, platform, route
 from mlpilot.app import Platform
+from mlpilot.blobs import is_url
+from mlpilot.deployments.kserve import kserve_export
 from mlpilot.records import Deployment, DeploymentSpec, RuntimeOptions
 
 router = APIRouter(prefix="/api/v1", tags=["deployments"])
@@ -82,3 +85,37 @@ def list_revisions(p: P, name: str) -> list[dict[str, Any]]:
 @route(router, "DELETE", "/deployments/{name}", Scope.DEPLOY, status_code=204)
 def delete_deployment(p: P, who: Actor, name: str) -> None:
     p.store.delete_deployment(name, who)
+
+
+@route(router, "GET", "/deployments/{name}/kserve", Scope.READ, response_model=None)
+def export_kserve(
+    p: P,
+    name: str,
+    namespace: str | None = Query(None, description="the manifests' Kubernetes namespace"),
+    storage_uri_prefix: str | None = Query(
+        None, description="where KServe reads the models (s3://bucket/prefix); default <artifact URL>/kserve"
+    ),
+    cpu: float | None = Query(None, gt=0, description="CPUs requested and limited per predictor pod"),
+    memory: str | None = Query(None, description="memory requested and limited per predictor pod, e.g. 2Gi"),
+    fmt: Literal["yaml", "json"] = Query(
+        "yaml", alias="format", description="a YAML stream, or JSON with the same content"
+    ),
+) -> Response:
+    """KServe InferenceService manifests of a deployment, the model files to copy for them, and what KServe cannot
+    express (see docs/deploy.md, "Exporting to KServe")."""
+    d = p.store.get_deployment(name)
+    versions = {v.name: p.store.get_version(v.model) for v in d.spec.variants if d.spec.traffic.get(v.name, 0) > 0}
+    location = p.blobs.location
+    export = kserve_export(
+        d,
+        versions,
+        artifact_url=location if is_url(location) else None,
+        local_root=None if is_url(location) else location,
+        storage_uri_prefix=storage_uri_prefix,
+        namespace=namespace,
+        cpu=cpu,
+        memory=memory,
+    )
+    if fmt == "json":
+        return JSONResponse(export.to_json())
+    return Response(export.to_yaml(), media_type="application/yaml")

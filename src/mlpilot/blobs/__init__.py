@@ -15,12 +15,28 @@ from mlpilot.blobs.http import HttpBlobSource
 from mlpilot.blobs.local import BlobStore, VerifiedBlob, sha256_file
 from mlpilot.errors import InvalidArgument
 
-__all__ = ["BlobStore", "HttpBlobSource", "VerifiedBlob", "is_url", "open_blob_store", "sha256_file"]
+__all__ = [
+    "BlobStore",
+    "HttpBlobSource",
+    "VerifiedBlob",
+    "check_blob_url",
+    "is_url",
+    "open_blob_store",
+    "sha256_file",
+]
 
 
 def is_url(root: Path | str) -> bool:
     """Whether ``root`` names an fsspec URL (``scheme://…``) rather than a local directory."""
     return isinstance(root, str) and "://" in root
+
+
+def check_blob_url(url: str) -> None:
+    """Check, without connecting, that an artifact URL's filesystem is installed here (``MissingExtra`` with the pip
+    command for ``s3://`` without ``mlpilot[s3]``; ``InvalidArgument`` naming what is missing otherwise)."""
+    from mlpilot.blobs.remote import check_url
+
+    check_url(url)
 
 
 def open_blob_store(

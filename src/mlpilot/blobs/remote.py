@@ -49,17 +49,38 @@ _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss",
 _EXTRAS = {"s3": "s3", "s3a": "s3"}
 
 
-def _filesystem(url: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:
-    import fsspec
+def _not_installed(url: str, exc: ImportError) -> MlpilotError:
+    extra = _EXTRAS.get(url.split("://", 1)[0])
+    if extra:
+        return MissingExtra(f"the artifact root {url}", extra)
+    return InvalidArgument(f"artifact root {url!r} needs a filesystem that is not installed: {exc}")
 
+
+def check_url(url: str) -> None:
+    """Check, without connecting, that this process can open ``url``'s scheme (``mlpilot up`` does it first).
+
+    Raises:
+        MissingExtra: the scheme's mlpilot extra is not installed (``s3://`` without ``mlpilot[s3]``).
+        InvalidArgument: an unknown scheme, or one whose fsspec implementation is missing (the message names it).
+    """
     protocol = url.split("://", 1)[0]
     try:
+        import fsspec
+
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        raise _not_installed(url, exc) from exc
+    except ValueError as exc:
+        raise InvalidArgument(f"artifact root {url!r}: unknown scheme {protocol!r} ({exc})") from exc
+
+
+def _filesystem(url: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:
+    try:
+        import fsspec
+
         fs, path = fsspec.core.url_to_fs(url, **storage_options)
     except ImportError as exc:
-        extra = _EXTRAS.get(protocol)
-        if extra:
-            raise MissingExtra(f"the artifact root {url}", extra) from exc
-        raise InvalidArgument(f"artifact root {url!r} needs a filesystem that is not installed: {exc}") from exc
+        raise _not_installed(url, exc) from exc
     except (ValueError, TypeError) as exc:
         raise InvalidArgument(f"artifact root {url!r} is not a usable fsspec URL: {exc}") from exc
     return fs, str(path).rstrip("/")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
 
 from mlpilot.cli.context import client
-from mlpilot.cli.output import console, emit, table, ts
+from mlpilot.cli.output import console, emit, err_console, table, ts
 from mlpilot.errors import InvalidArgument
 from mlpilot.records import BatchingOptions, Deployment, RuntimeOptions
 
@@ -103,6 +106,39 @@ def deployments_show(ctx: typer.Context, name: str, as_json: bool = JSON_OPT) ->
 def deployments_delete(ctx: typer.Context, name: str) -> None:
     client(ctx).delete_deployment(name)
     console.print(f"deleted deployment {name}")
+
+
+@deployments.command("export-kserve")
+def deployments_export_kserve(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="the deployment"),
+    namespace: str | None = typer.Option(None, "--namespace", help="Kubernetes namespace of the manifests"),
+    storage_uri_prefix: str | None = typer.Option(
+        None,
+        "--storage-uri-prefix",
+        help="where KServe reads the models, e.g. s3://bucket/kserve (default: <artifact URL>/kserve on S3)",
+    ),
+    cpu: float | None = typer.Option(None, "--cpu", min=0.001, help="CPUs per predictor pod (requests = limits)"),
+    memory: str | None = typer.Option(None, "--memory", help="memory per predictor pod, e.g. 2Gi"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="write to this file instead of stdout"),
+    as_json: bool = typer.Option(False, "--json", help="JSON (manifests, files to copy, notes) instead of YAML"),
+) -> None:
+    """Export a deployment as KServe InferenceService manifests (v1beta1, Open Inference Protocol v2)."""
+    text = client(ctx).export_kserve(
+        name,
+        namespace=namespace,
+        storage_uri_prefix=storage_uri_prefix,
+        cpu=cpu,
+        memory=memory,
+        format="json" if as_json else "yaml",
+    )
+    if as_json:
+        text = json.dumps(json.loads(text), indent=2) + "\n"
+    if output is None:
+        print(text, end="" if text.endswith("\n") else "\n")
+        return
+    output.write_text(text if text.endswith("\n") else text + "\n")
+    err_console.print(f"wrote {output}: copy the model files it lists, then kubectl apply -f {output}")
 
 
 @traffic.command("set")

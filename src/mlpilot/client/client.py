@@ -381,6 +381,23 @@ class Client(LLMArtifacts):
     def delete_deployment(self, name: str) -> None:
         self._call("DELETE", f"/deployments/{name}")
 
+    def export_kserve(
+        self,
+        deployment: str,
+        *,
+        namespace: str | None = None,
+        storage_uri_prefix: str | None = None,
+        cpu: float | None = None,
+        memory: str | None = None,
+        format: str = "yaml",
+    ) -> str:
+        """KServe InferenceService manifests of ``deployment``: a YAML stream (``format="json"``: a JSON document with
+        ``manifests``, ``files`` to copy and ``notes``). ``storage_uri_prefix`` is where KServe reads the models
+        (default ``<artifact URL>/kserve`` when the artifacts are on object storage)."""
+        given = {"namespace": namespace, "storage_uri_prefix": storage_uri_prefix, "cpu": cpu, "memory": memory}
+        params = {k: v for k, v in given.items() if v is not None}
+        return self._call("GET", f"/deployments/{deployment}/kserve", params={**params, "format": format}).text
+
     def snapshot(self) -> dict[str, Any]:
         """The current routing snapshot (what the data plane serves)."""
         result: dict[str, Any] = self._json("GET", "/snapshot")

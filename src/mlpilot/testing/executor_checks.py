@@ -1,12 +1,19 @@
-"""Executor conformance checks. Each takes ``make_executor() -> Executor`` (a fresh executor) and ``workdir`` (an
-empty directory for the blob store and scratch files) and raises ``AssertionError`` when the executor misbehaves.
+"""Executor conformance checks. Each takes ``make_executor() -> Executor`` (a fresh executor), ``workdir`` (an
+empty directory for scratch files) and optionally ``make_blobs(workdir) -> (writer, reader)`` (the blob store the
+check stores its models in, and the one it hands the executor; default one local directory for both), and raises
+``AssertionError`` when the executor misbehaves.
+
+Writer and reader may be two views of one storage, as on a cluster: the control plane writes to object storage
+through its cache, replicas on other hosts read through theirs (two :class:`~mlpilot.blobs.remote.FsspecBlobStore`
+of one ``s3://`` URL with separate cache directories: the replicas then read every model from the object store).
 
 They use only the executor and :class:`~mlpilot.runtimes.Runtime` contracts, on real models: a scikit-learn
 classifier and a pyfunc model that takes 0.3 s per call and notes which process served it and when. Run them on
 every executor (in-process, Ray)::
 
     for check in EXECUTOR_CHECKS:
-        check(make_executor, tmp_path / check.__name__)
+        check(make_executor, tmp_path / check.__name__)            # blobs in a local directory
+        check(make_executor, tmp_path / check.__name__, make_blobs)  # e.g. on S3
 """
 
 from __future__ import annotations
@@ -29,7 +36,16 @@ from mlpilot.runtimes import Runtime
 from mlpilot.serving.snapshot import AutoscalingRoute, ModelBinding, VariantRoute
 
 ExecutorFactory = Callable[[], Executor]
+#: ``make_blobs(workdir) -> (writer, reader)``: where a check stores its models, and what it gives the executor.
+BlobsFactory = Callable[[Path], tuple[BlobStore, BlobStore]]
 DEPLOYMENT = "conformance"
+
+
+def local_blobs(workdir: Path) -> tuple[BlobStore, BlobStore]:
+    """One local directory, for writing and reading (the default of every check)."""
+    blobs = BlobStore(workdir / "blobs")
+    return blobs, blobs
+
 
 _SLEEPER = '''
 import json, os, time, uuid
@@ -97,15 +113,17 @@ def _separate_processes(executor: Executor) -> bool:
 # ---------------------------------------------------------------------------------------------------- checks
 
 
-def check_load_and_predict(make_executor: ExecutorFactory, workdir: Path) -> None:
+def check_load_and_predict(
+    make_executor: ExecutorFactory, workdir: Path, make_blobs: BlobsFactory = local_blobs
+) -> None:
     """A loaded runtime answers one row with the model's own prediction and passes its health check."""
-    blobs = BlobStore(workdir / "blobs")
+    blobs, reader = make_blobs(workdir)
     variant, X, expected = sklearn_variant(blobs)
 
     async def go() -> None:
         executor = make_executor()
         try:
-            runtime = await _loaded(executor, variant, blobs)
+            runtime = await _loaded(executor, variant, reader)
             runtime.health()
             out = await runtime.predict(X[:1])
             assert set(out) == {"predict", "predict_proba"}, sorted(out)
@@ -118,15 +136,15 @@ def check_load_and_predict(make_executor: ExecutorFactory, workdir: Path) -> Non
     _run(go())
 
 
-def check_batch_of_rows(make_executor: ExecutorFactory, workdir: Path) -> None:
+def check_batch_of_rows(make_executor: ExecutorFactory, workdir: Path, make_blobs: BlobsFactory = local_blobs) -> None:
     """A request of many rows gets one output row per input row, in order."""
-    blobs = BlobStore(workdir / "blobs")
+    blobs, reader = make_blobs(workdir)
     variant, X, expected = sklearn_variant(blobs)
 
     async def go() -> None:
         executor = make_executor()
         try:
-            runtime = await _loaded(executor, variant, blobs)
+            runtime = await _loaded(executor, variant, reader)
             out = await runtime.predict(X)
             assert np.asarray(out["predict"]).tolist() == expected.tolist()
             await runtime.unload()
@@ -136,15 +154,17 @@ def check_batch_of_rows(make_executor: ExecutorFactory, workdir: Path) -> None:
     _run(go())
 
 
-def check_bad_input_is_a_clear_error(make_executor: ExecutorFactory, workdir: Path) -> None:
+def check_bad_input_is_a_clear_error(
+    make_executor: ExecutorFactory, workdir: Path, make_blobs: BlobsFactory = local_blobs
+) -> None:
     """Input the model refuses is an ``InferenceError`` naming why; the runtime serves the next request."""
-    blobs = BlobStore(workdir / "blobs")
+    blobs, reader = make_blobs(workdir)
     variant, X, expected = sklearn_variant(blobs)
 
     async def go() -> None:
         executor = make_executor()
         try:
-            runtime = await _loaded(executor, variant, blobs)
+            runtime = await _loaded(executor, variant, reader)
             try:
                 await runtime.predict(X[:3, :2])  # 2 features instead of 4
             except InferenceError as exc:
@@ -160,9 +180,11 @@ def check_bad_input_is_a_clear_error(make_executor: ExecutorFactory, workdir: Pa
     _run(go())
 
 
-def check_failed_load_is_a_load_error(make_executor: ExecutorFactory, workdir: Path) -> None:
+def check_failed_load_is_a_load_error(
+    make_executor: ExecutorFactory, workdir: Path, make_blobs: BlobsFactory = local_blobs
+) -> None:
     """A corrupt model file fails ``load()`` with ``LoadError``; a digest not in the store with ``NotFound``."""
-    blobs = BlobStore(workdir / "blobs")
+    blobs, reader = make_blobs(workdir)
     variant, _, _ = sklearn_variant(blobs)
     digest, _ = blobs.put_bytes(b"not a joblib file")
     corrupt = replace(variant, name="corrupt", model=replace(variant.model, digest=digest))
@@ -172,7 +194,7 @@ def check_failed_load_is_a_load_error(make_executor: ExecutorFactory, workdir: P
         executor = make_executor()
         try:
             for bad, error in ((corrupt, LoadError), (missing, NotFound)):
-                runtime = executor.runtime_for(DEPLOYMENT, bad, blobs)
+                runtime = executor.runtime_for(DEPLOYMENT, bad, reader)
                 try:
                     await runtime.load()
                 except error as exc:
@@ -191,15 +213,17 @@ def check_failed_load_is_a_load_error(make_executor: ExecutorFactory, workdir: P
     _run(go())
 
 
-def check_unload_frees_it(make_executor: ExecutorFactory, workdir: Path) -> None:
+def check_unload_frees_it(
+    make_executor: ExecutorFactory, workdir: Path, make_blobs: BlobsFactory = local_blobs
+) -> None:
     """After ``unload()`` the runtime refuses requests with ``Unavailable``, and health says so; twice is harmless."""
-    blobs = BlobStore(workdir / "blobs")
+    blobs, reader = make_blobs(workdir)
     variant, X, _ = sklearn_variant(blobs)
 
     async def go() -> None:
         executor = make_executor()
         try:
-            runtime = await _loaded(executor, variant, blobs)
+            runtime = await _loaded(executor, variant, reader)
             await runtime.unload()
             await runtime.unload()
             try:
@@ -220,17 +244,19 @@ def check_unload_frees_it(make_executor: ExecutorFactory, workdir: Path) -> None
     _run(go())
 
 
-def check_replicas_answer_concurrently(make_executor: ExecutorFactory, workdir: Path) -> None:
+def check_replicas_answer_concurrently(
+    make_executor: ExecutorFactory, workdir: Path, make_blobs: BlobsFactory = local_blobs
+) -> None:
     """Two replicas of a 0.3 s model serve simultaneous requests at the same time (their calls overlap); an
     executor with replica processes serves them from two processes."""
-    blobs = BlobStore(workdir / "blobs")
+    blobs, reader = make_blobs(workdir)
     notes = workdir / "notes"
     variant = sleeper_variant(blobs, notes, replicas=2)
 
     async def go() -> None:
         executor = make_executor()
         try:
-            runtime = await _loaded(executor, variant, blobs)
+            runtime = await _loaded(executor, variant, reader)
             rows = [np.full((1, 3), float(i)) for i in range(4)]
             outs = await asyncio.gather(*(runtime.predict(r) for r in rows))
             assert [np.asarray(o["predict"]).tolist() for o in outs] == [[3.0 * i] for i in range(4)]
@@ -249,17 +275,19 @@ def check_replicas_answer_concurrently(make_executor: ExecutorFactory, workdir: 
     _run(go())
 
 
-def check_adaptive_batching(make_executor: ExecutorFactory, workdir: Path) -> None:
+def check_adaptive_batching(
+    make_executor: ExecutorFactory, workdir: Path, make_blobs: BlobsFactory = local_blobs
+) -> None:
     """With ``max_batch_size > 1`` simultaneous requests are merged into fewer model calls (each counted once,
     with its size) and every request gets back exactly its own rows."""
-    blobs = BlobStore(workdir / "blobs")
+    blobs, reader = make_blobs(workdir)
     variant, X, expected = sklearn_variant(blobs, max_batch_size=8, max_wait_ms=50.0)
     sizes: list[int] = []
 
     async def go() -> None:
         executor = make_executor()
         try:
-            runtime = await _loaded(executor, variant, blobs, observe_batch=sizes.append)
+            runtime = await _loaded(executor, variant, reader, observe_batch=sizes.append)
             starts = [0, 5, 9, 20, 33, 41, 60, 90]
             lengths = [5, 4, 11, 13, 8, 19, 30, 1]
             outs = await asyncio.gather(*(runtime.predict(X[s : s + n]) for s, n in zip(starts, lengths, strict=True)))
@@ -274,10 +302,12 @@ def check_adaptive_batching(make_executor: ExecutorFactory, workdir: Path) -> No
     _run(go())
 
 
-def check_new_generation_replaces_the_runtime(make_executor: ExecutorFactory, workdir: Path) -> None:
+def check_new_generation_replaces_the_runtime(
+    make_executor: ExecutorFactory, workdir: Path, make_blobs: BlobsFactory = local_blobs
+) -> None:
     """A new generation (a restart) or new scaling is a new runtime, loaded while the old one serves; retiring the
     old one leaves the new one serving."""
-    blobs = BlobStore(workdir / "blobs")
+    blobs, reader = make_blobs(workdir)
     variant, X, expected = sklearn_variant(blobs)
     restarted = replace(variant, generation=1)
     autoscaled = replace(restarted, autoscaling=AutoscalingRoute(min_replicas=1, max_replicas=2))
@@ -285,9 +315,9 @@ def check_new_generation_replaces_the_runtime(make_executor: ExecutorFactory, wo
     async def go() -> None:
         executor = make_executor()
         try:
-            old = await _loaded(executor, variant, blobs)
+            old = await _loaded(executor, variant, reader)
             for new_variant in (restarted, autoscaled):
-                new = await _loaded(executor, new_variant, blobs)
+                new = await _loaded(executor, new_variant, reader)
                 for runtime in (old, new):  # both serve until the old one is retired
                     out = await runtime.predict(X[:3])
                     assert np.asarray(out["predict"]).tolist() == expected[:3].tolist()
@@ -303,7 +333,7 @@ def check_new_generation_replaces_the_runtime(make_executor: ExecutorFactory, wo
     _run(go())
 
 
-EXECUTOR_CHECKS: tuple[Callable[[ExecutorFactory, Path], None], ...] = (
+EXECUTOR_CHECKS: tuple[Callable[[ExecutorFactory, Path, BlobsFactory], None], ...] = (
     check_load_and_predict,
     check_batch_of_rows,
     check_bad_input_is_a_clear_error,
@@ -315,10 +345,18 @@ EXECUTOR_CHECKS: tuple[Callable[[ExecutorFactory, Path], None], ...] = (
 )
 
 
-def check_executor(make_executor: ExecutorFactory, workdir: Path) -> None:
-    """Run every executor check against the executor built by ``make_executor``."""
+def check_executor(make_executor: ExecutorFactory, workdir: Path, make_blobs: BlobsFactory = local_blobs) -> None:
+    """Run every executor check against the executor built by ``make_executor``, its models in ``make_blobs``."""
     for check in EXECUTOR_CHECKS:
-        check(make_executor, workdir / check.__name__)
+        check(make_executor, workdir / check.__name__, make_blobs)
 
 
-__all__ = ["EXECUTOR_CHECKS", "ExecutorFactory", "check_executor", "sklearn_variant", "sleeper_variant"]
+__all__ = [
+    "EXECUTOR_CHECKS",
+    "BlobsFactory",
+    "ExecutorFactory",
+    "check_executor",
+    "local_blobs",
+    "sklearn_variant",
+    "sleeper_variant",
+]
