@@ -82,7 +82,9 @@ def tools(case: Case) -> list[dict[str, Any]]:
     ``engine_diagnosis``."""
     start = case.frame["ts"].min() if "ts" in case.frame and len(case.frame) else None
     window = f" between {start.isoformat()} and {case.now.isoformat()}" if start is not None else ""
-    onset = {"type": "string", "format": "date-time", "description": f"ISO time the symptom started{window}; "
+    # no "format": "date-time" — with rfc3339-validator installed jsonschema would refuse a naive time, which the
+    # agent reads in the case's time zone (models often omit the offset); _onset() parses and explains instead
+    onset = {"type": "string", "description": f"ISO time the symptom started{window} (e.g. 2026-03-02T12:40:00Z); "
              "default: the engine's onset"}  # fmt: skip
     ref = {"type": "string", "minLength": 1, "description": "an evidence ref, e.g. variant:canary"}
     own = [

@@ -17,7 +17,7 @@ from mlpilot.server import PlatformServer
 from mlpilot.settings import MonitorSettings, RolloutSettings, ServerSettings, Settings
 from mlpilot.store.leader import SCHEDULER_LEASE
 
-LEASE_S = 0.6
+LEASE_S = 2.0  # long enough that a loaded machine's stalls do not expire the leader's lease
 
 
 def _server(home: Path, election: bool = True) -> PlatformServer:
