@@ -21,7 +21,7 @@ from tests.e2e.test_incident_loop import ENV as INCIDENT_ENV
 from tests.e2e.test_incident_loop import test_a_bad_candidate_is_diagnosed_and_its_rollout_aborted as _bad_candidate
 from tests.factories import iris_frame
 from tests.helpers import ServerProcess
-from tests.integration.executors.raytools import descendants, kill_all, replica_pids
+from tests.integration.executors.raytools import descendants, kill_all, replica_pids, session_processes
 
 pytest.importorskip("ray")
 
@@ -47,9 +47,9 @@ class RayServer:
     def stop(self) -> list[int]:
         """Stop the server (SIGTERM: a graceful shutdown deletes its applications and its Ray); returns the Ray
         processes that outlived it (then killed)."""
-        ray_procs = descendants(self.pid)
+        ray_procs = set(descendants(self.pid)) | session_processes(self.pid)  # reparented workers too
         self.server.stop()
-        return kill_all(ray_procs)
+        return kill_all(sorted(ray_procs | session_processes(self.pid)))
 
 
 @pytest.fixture

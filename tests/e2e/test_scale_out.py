@@ -6,8 +6,6 @@ REST. At the end, every process the server started is gone (killed by PID if its
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from mlpilot.blobs.local import digest_key
 from tests.e2e.test_leader_failover import pg_schema_url  # noqa: F401  (fixture: a fresh PostgreSQL schema)
 from tests.factories import iris_frame
 from tests.helpers import ServerProcess
-from tests.integration.executors.raytools import alive, cmdline, descendants, kill_all, replica_pids
+from tests.integration.executors.raytools import cmdline, descendants, kill_all, replica_pids, session_processes
 from tests.s3 import option_args
 
 pytest.importorskip("ray")
@@ -36,25 +34,6 @@ ENV = {
     "MLPILOT_ROLLOUTS__ENABLED": "false",
     "MLPILOT_LOGS__FLUSH_INTERVAL_S": "0.2",
 }
-
-
-def _ray_processes_of(server_pid: int) -> set[int]:
-    """Every live process of the Ray session the server started (``ps aux | grep ray``, narrowed to this session:
-    other Ray sessions may run on the machine), found by the session directory Ray names after its driver's PID
-    (``/tmp/ray/session_<time>_<pid>``) in a process's command line or open files, even once reparented to init."""
-    session = re.compile(rf"/session_[0-9_-]+_{server_pid}(/|\s|$)")
-    found = set()
-    for proc in Path("/proc").glob("[0-9]*"):
-        pid = int(proc.name)
-        if pid == server_pid or not alive(pid):
-            continue
-        try:
-            seen = [cmdline(pid)] + [os.readlink(fd) for fd in (proc / "fd").iterdir()]
-        except OSError:  # gone meanwhile
-            continue
-        if any(session.search(text) for text in seen):
-            found.add(pid)
-    return found
 
 
 @pytest.fixture
@@ -72,7 +51,7 @@ def scaled_out(
     finally:
         tree = descendants(server.proc.pid)
         server.stop()
-        kill_all(sorted(set(tree) | _ray_processes_of(server.proc.pid)))
+        kill_all(sorted(set(tree) | session_processes(server.proc.pid)))
 
 
 def _infer(url: str, X: Any) -> dict[str, Any]:
@@ -131,9 +110,9 @@ def test_register_deploy_and_predict_on_ray_postgresql_and_s3(
     assert version == v.digest
 
     # the end: a graceful stop (SIGTERM) deletes the Serve applications and shuts down the Ray it started
-    ours = _ray_processes_of(server.proc.pid)
+    ours = session_processes(server.proc.pid)
     assert any("raylet" in cmdline(p) for p in ours)  # the server's own Ray
     tree = descendants(server.proc.pid)
     server.stop()
     assert kill_all(sorted(ours | set(tree))) == []  # nothing of it had to be killed
-    assert _ray_processes_of(server.proc.pid) == set()  # and no process of its Ray session is left
+    assert session_processes(server.proc.pid) == set()  # and no process of its Ray session is left

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 import warnings
@@ -68,6 +69,25 @@ def kill_all(pids: list[int], grace_s: float = 10.0) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
     return killed
+
+
+def session_processes(server_pid: int) -> set[int]:
+    """Every live process of the Ray session the server started (``ps aux | grep ray``, narrowed to this session:
+    other Ray sessions may run on the machine), found by the session directory Ray names after its driver's PID
+    (``/tmp/ray/session_<time>_<pid>``) in a process's command line or open files, even once reparented to init."""
+    session = re.compile(rf"/session_[0-9_-]+_{server_pid}(/|\s|$)")
+    found = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        pid = int(proc.name)
+        if pid == server_pid or not alive(pid):
+            continue
+        try:
+            seen = [cmdline(pid)] + [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:  # gone meanwhile
+            continue
+        if any(session.search(text) for text in seen):
+            found.add(pid)
+    return found
 
 
 @contextlib.contextmanager
