@@ -22,6 +22,7 @@ from mlpilot.registry import Registry
 from mlpilot.rollouts.service import RolloutService
 from mlpilot.settings import Settings
 from mlpilot.store import Store
+from mlpilot.telemetry.segments import SegmentStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -49,6 +50,8 @@ class Platform:
     notifier: WebhookNotifier
     rollouts: RolloutService
     incidents: IncidentService
+    #: the request log's segments (local, and shipped to ``logs.remote``): what every reader of the log takes
+    logs: SegmentStore
 
     @property
     def default_actor(self) -> str:
@@ -82,8 +85,9 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
         cache_max_bytes=arts.cache_max_bytes,
     )
     registry = Registry(store, blobs, tmp_dir=settings.home / "tmp")
-    feedback = FeedbackService(store, settings.log_root())
-    drift = DriftMonitor(store, registry, settings.log_root())
+    logs = settings.log_segments()
+    feedback = FeedbackService(store, logs)
+    drift = DriftMonitor(store, registry, logs)
 
     def notify_failed(url: str, payload: Mapping[str, Any], error: str) -> None:
         store.append_event(
@@ -96,7 +100,7 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
 
     ms = settings.monitors
     notifier = WebhookNotifier(timeout_s=ms.webhook_timeout_s, on_failure=notify_failed)
-    alerts = AlertService(store, feedback, settings.log_root(), clock, notifier, ms.webhooks)
+    alerts = AlertService(store, feedback, logs, clock, notifier, ms.webhooks)
     incidents = IncidentService(store, clock, notifier=notifier, webhooks=ms.webhooks)
 
     def evaluate_slos(now: datetime) -> list[Any]:
@@ -109,7 +113,7 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
             log.exception("placing alerts into incidents")
         return changes
 
-    monitors = MonitorService(store, registry, feedback, settings.log_root(), clock, evaluate_slos=evaluate_slos)
+    monitors = MonitorService(store, registry, feedback, logs, clock, evaluate_slos=evaluate_slos)
 
     def defaults(deployment: str, actor: str) -> None:
         if ms.defaults_on_deploy:
@@ -117,7 +121,7 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
             alerts.ensure_defaults(deployment)
 
     deployments = Deployments(store, on_created=defaults)
-    rollouts = RolloutService(store, deployments, settings.log_root(), clock)
+    rollouts = RolloutService(store, deployments, logs, clock)
     if settings.incidents.rca:
         from mlpilot.incidents.actuator import PlatformActuator
         from mlpilot.incidents.healer import Healer
@@ -153,6 +157,7 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
         notifier,
         rollouts,
         incidents,
+        logs,
     )
 
 

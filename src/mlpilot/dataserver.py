@@ -35,7 +35,10 @@ from mlpilot.serving.remote_feed import RemoteFeed
 from mlpilot.serving.snapshot import RoutingSnapshot
 from mlpilot.serving.tracing import RequestTracer
 from mlpilot.settings import Settings
+from mlpilot.telemetry.compaction import SegmentCatalog
 from mlpilot.telemetry.reqlog import RequestLog, Segment
+from mlpilot.telemetry.segments import SegmentStore
+from mlpilot.telemetry.shipping import SegmentShipper, ShipReport
 
 log = logging.getLogger("mlpilot.server")
 
@@ -52,6 +55,9 @@ class ServingServer:
         fallback: the ASGI app for every path the data plane does not own.
         on_segment: told of every request-log segment written (the store's catalog).
         on_drop: told how many request-log records were dropped (besides the metric).
+        catalog: kept in step when segments are shipped to ``logs.remote`` (the store); None: not catalogued.
+        segments: the log's segments (default ``settings.log_segments()``); with a remote, sealed segments are
+            shipped to it by a :class:`~mlpilot.telemetry.shipping.SegmentShipper` this server owns.
     """
 
     def __init__(
@@ -65,10 +71,13 @@ class ServingServer:
         on_segment: Callable[[Segment], None] | None = None,
         on_drop: Callable[[int], None] | None = None,
         dataplane: type[DataPlane] = DataPlane,
+        catalog: SegmentCatalog | None = None,
+        segments: SegmentStore | None = None,
     ) -> None:
         s = settings
         self.settings = settings
         self.reqlog = self._request_log(on_segment, on_drop) if s.logs.enabled else None
+        self.shipper: SegmentShipper | None = None
         strict = self.reqlog is not None and s.logs.durability == "strict"
         self.dataplane = dataplane(
             blobs,
@@ -89,6 +98,8 @@ class ServingServer:
             if self.tracer_provider is not None
             else None,
         )
+        if self.reqlog is not None and s.logs.remote:
+            self.shipper = self._shipper(segments or s.log_segments(), catalog)
         self.grpc_port = grpc_port
         #: True once the process is stopping (set by :func:`run_uvicorn`): long-polls answer at once.
         self.exiting: Callable[[], bool] = lambda: False
@@ -116,6 +127,17 @@ class ServingServer:
             on_drop=dropped,
         )
 
+    def _shipper(self, segments: SegmentStore, catalog: SegmentCatalog | None) -> SegmentShipper:
+        metrics = self.dataplane.metrics
+
+        def report(r: ShipReport) -> None:
+            metrics.log_shipped.inc(r.shipped)
+            metrics.log_ship_failures.inc(r.failures)
+
+        shipper = SegmentShipper(segments, every_s=self.settings.logs.ship_every_s, catalog=catalog, on_report=report)
+        metrics.log_pending.set_function(lambda: shipper.pending)
+        return shipper
+
     async def _durable(self, record: Any) -> None:
         assert self.reqlog is not None
         loop = asyncio.get_running_loop()
@@ -142,6 +164,8 @@ class ServingServer:
                 return
             if self.reqlog is not None:
                 self.reqlog.start()
+            if self.shipper is not None:
+                self.shipper.start()
             await self._start_feeds()
             if self.grpc_port is not None:
                 from mlpilot.serving.grpc import start_grpc_server
@@ -166,6 +190,8 @@ class ServingServer:
         await self.dataplane.close()
         if self.reqlog is not None:
             await asyncio.to_thread(self.reqlog.stop)  # graceful: everything queued reaches a segment
+        if self.shipper is not None:
+            await asyncio.to_thread(self.shipper.stop)  # a last round; what is left ships at the next start
         if self.tracer_provider is not None:
             await asyncio.to_thread(self.tracer_provider.force_flush)
         self._started = False

@@ -55,6 +55,8 @@ class PlatformServer(ServingServer):
             executor=build_executor(s),
             on_segment=platform.store.catalog,
             on_drop=dropped,
+            catalog=platform.store,
+            segments=platform.logs,
         )
         self.control.state.exiting = lambda: self.exiting()  # long-polls (api/snapshot.py) end when stopping
         self.feed = SnapshotFeed(
@@ -146,14 +148,15 @@ class PlatformServer(ServingServer):
             log.warning("alert %s: %s", change.action, change.alert.summary)
 
     def maintain_logs(self) -> None:
-        """Retention and compaction of every deployment's request log (one deployment failing does not stop it)."""
+        """Retention and compaction of every deployment's request log, on object storage too with ``logs.remote``
+        (one deployment failing does not stop it)."""
         from mlpilot.telemetry.compaction import maintain
 
         s = self.platform.settings
         for dep in self.platform.store.list_deployments():
             try:
                 maintain(
-                    s.log_root(),
+                    self.platform.logs,
                     dep.name,
                     catalog=self.platform.store,
                     retention_days=s.logs.retention_days,

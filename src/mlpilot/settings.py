@@ -7,10 +7,13 @@ Examples: ``MLPILOT_HOME=/srv/mlpilot``, ``MLPILOT_STORE__URL=postgresql+psycopg
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from mlpilot.telemetry.segments import SegmentStore
 
 
 class StoreSettings(BaseModel):
@@ -82,6 +85,20 @@ class LogSettings(BaseModel):
     compact_below_rows: int = Field(50_000, ge=2)
     #: how often ``mlpilot up`` applies retention and compacts closed hours, in seconds; 0 = never (use the CLI).
     maintain_every_s: float = Field(600.0, ge=0)
+    #: an fsspec URL (``s3://bucket/mlpilot/logs``; S3 needs ``mlpilot[s3]``) sealed segments are shipped to from
+    #: ``root``; queries, retention and compaction then work on both. Empty = segments stay under ``root``.
+    remote: str = ""
+    #: options of the fsspec filesystem of ``remote``; empty = ``artifacts.storage_options``.
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    #: seconds between two shipping rounds (how late other processes and hosts see a process's records).
+    ship_every_s: float = Field(30.0, gt=0)
+
+    @field_validator("remote")
+    @classmethod
+    def _remote_url(cls, v: str) -> str:
+        if v and "://" not in v:
+            raise ValueError(f"logs.remote must be a URL (s3://bucket/prefix, file:///dir …), got {v!r}")
+        return v.rstrip("/")
 
 
 class TracingSettings(BaseModel):
@@ -208,7 +225,15 @@ class Settings(BaseSettings):
         return self.store.url or f"sqlite:///{(self.home / 'mlpilot.db').resolve()}"
 
     def log_root(self) -> Path:
+        """The local directory the request log is written to."""
         return Path(self.logs.root) if self.logs.root else self.home / "logs"
+
+    def log_segments(self) -> SegmentStore:
+        """Where the request log's segments are read from: :meth:`log_root`, and ``logs.remote`` when set."""
+        from mlpilot.telemetry.segments import SegmentStore
+
+        options = self.logs.storage_options or self.artifacts.storage_options
+        return SegmentStore(self.log_root(), self.logs.remote, options)
 
     def artifact_root(self) -> Path | str:
         """The artifacts' directory, or their fsspec URL (a ``str`` with ``://``)."""

@@ -77,7 +77,7 @@ def get_logs(
     if status is not None and status not in LOG_STATUSES:
         raise InvalidArgument(f"status must be one of {list(LOG_STATUSES)}, got {status!r}")
     df = read_records(
-        p.settings.log_root(),
+        p.logs,
         name,
         since=since,
         until=until,

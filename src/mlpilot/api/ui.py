@@ -69,7 +69,7 @@ def overview(p: P, window_s: float = Query(300.0, gt=0, le=86_400, description="
     unresolved incidents and the latest events of the platform."""
     now = p.clock.now()
     since = now - timedelta(seconds=window_s)
-    root = p.settings.log_root()
+    root = p.logs
     alerts = p.store.list_alerts(None, "firing", 1000)
     incidents = [i for i in p.store.list_incidents(None, None, 500) if i.status is not IncidentStatus.RESOLVED]
     out = []
@@ -117,7 +117,7 @@ def series(
     now = p.clock.now()
     since = now - timedelta(seconds=window_s)
     bucket_s = max(window_s / buckets, 1.0)
-    frame, summary = traffic(p.settings.log_root(), name, since, now, bucket_s)
+    frame, summary = traffic(p.logs, name, since, now, bucket_s)
     rows = [
         {**{k: (None if v != v else v) for k, v in r.items() if k != "start"}, "start": r["start"].isoformat()}
         for r in frame.to_dict("records")
@@ -159,7 +159,7 @@ def llm_metrics(
     now = p.clock.now()
     since = now - timedelta(seconds=window_s)
     bucket_s = max(window_s / buckets, 1.0)
-    frame = llm_series(p.settings.log_root(), name, since, now, bucket_s)
+    frame = llm_series(p.logs, name, since, now, bucket_s)
     if frame is None:
         return {"deployment": name, "available": False, "series": []}
     rows = [

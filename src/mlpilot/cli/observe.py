@@ -171,7 +171,7 @@ def compact_command(
     with _local_log(ctx, deployment) as (platform, known):
         min_rows = below_rows or platform.settings.logs.compact_below_rows
         r = compact(
-            platform.settings.log_root(),
+            platform.logs,
             deployment,
             catalog=platform.store,
             older_than=parse_age(older_than) if older_than else None,
@@ -208,9 +208,7 @@ def prune_command(
                 "e.g. --older-than 30d"
             )
         age = parse_age(older_than) if older_than else timedelta(days=days)
-        r = apply_retention(
-            platform.settings.log_root(), deployment, older_than=age, catalog=platform.store, missing_ok=known
-        )
+        r = apply_retention(platform.logs, deployment, older_than=age, catalog=platform.store, missing_ok=known)
     _report(
         r,
         as_json,

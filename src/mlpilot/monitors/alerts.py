@@ -15,7 +15,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from mlpilot.monitors.notify import WebhookNotifier
 from mlpilot.monitors.slo import DEFAULT_RULES, SLO, BurnRateRule, Evaluation, EventCounts, evaluate
 from mlpilot.records import Alert, Indicator, MonitorStatus, SLODefinition, SLOSpec, check_name
 from mlpilot.store import Store
+from mlpilot.telemetry.segments import LogRoot, as_store
 from mlpilot.telemetry.sli import request_buckets
 
 log = logging.getLogger("mlpilot.alerts")
@@ -136,7 +136,7 @@ class AlertService:
         self,
         store: Store,
         feedback: FeedbackService,
-        log_root: Path,
+        log_root: LogRoot,
         clock: Clock,
         notifier: WebhookNotifier | None = None,
         webhooks: Sequence[str] = (),
@@ -144,7 +144,7 @@ class AlertService:
     ) -> None:
         self.store = store
         self.feedback = feedback
-        self.log_root = log_root
+        self.log_root = as_store(log_root)
         self.clock = clock
         self.notifier = notifier
         self.webhooks = list(webhooks)

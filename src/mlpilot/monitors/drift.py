@@ -21,6 +21,7 @@ from mlpilot.store import Store
 if TYPE_CHECKING:
     import pandas as pd
 from mlpilot.telemetry.query import read_records
+from mlpilot.telemetry.segments import LogRoot, as_store
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,10 @@ class DriftReport:
 
 
 class DriftMonitor:
-    def __init__(self, store: Store, registry: Registry, log_root: Any) -> None:
+    def __init__(self, store: Store, registry: Registry, log_root: LogRoot) -> None:
         self.store = store
         self.registry = registry
-        self.log_root = log_root
+        self.log_root = as_store(log_root)
 
     def report(
         self,

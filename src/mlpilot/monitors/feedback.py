@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ import pandas as pd
 from mlpilot.errors import InvalidArgument, NotFound
 from mlpilot.store import Store
 from mlpilot.telemetry.query import read_records, with_segment_files
+from mlpilot.telemetry.segments import LogRoot, as_store
 
 KINDS = ("label", "score", "reward")
 
@@ -44,9 +44,9 @@ def _is_number(v: Any) -> bool:
 
 
 class FeedbackService:
-    def __init__(self, store: Store, log_root: Path) -> None:
+    def __init__(self, store: Store, log_root: LogRoot) -> None:
         self.store = store
-        self.log_root = Path(log_root)
+        self.log_root = as_store(log_root)
 
     def normalise(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Turn user items (``request_id``, ``row``, one of ``label``/``score``/``reward``, ``ts``) into rows."""
@@ -110,12 +110,10 @@ class FeedbackService:
         return self.store.put_feedback(deployment, rows, actor)
 
     def _logged(self, deployment: str, request_ids: list[str]) -> dict[tuple[str, int], Any]:
-        import duckdb
-
         def run(files: list[str]) -> list[Any]:
             if not files:
                 return []
-            con = duckdb.connect()
+            con = self.log_root.connect()
             try:
                 cols = set(con.read_parquet(files, union_by_name=True).columns)
                 pred = '"out.predict"' if "out.predict" in cols else "NULL"

@@ -15,7 +15,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +40,7 @@ from mlpilot.records import (
 from mlpilot.registry import Registry
 from mlpilot.store import Store
 from mlpilot.telemetry.query import read_records
+from mlpilot.telemetry.segments import LogRoot, as_store
 
 log = logging.getLogger("mlpilot.monitors")
 
@@ -86,7 +86,7 @@ class MonitorService:
         store: Store,
         registry: Registry,
         feedback: FeedbackService,
-        log_root: Path,
+        log_root: LogRoot,
         clock: Clock,
         *,
         evaluate_slos: Callable[[datetime], list[Any]] | None = None,
@@ -95,7 +95,7 @@ class MonitorService:
         self.store = store
         self.registry = registry
         self.feedback = feedback
-        self.log_root = log_root
+        self.log_root = as_store(log_root)
         self.clock = clock
         self.evaluate_slos = evaluate_slos
         self._cache: OrderedDict[str, Any] = OrderedDict()

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from mlpilot.monitors import kinds
 from mlpilot.rollouts.analyses import ArmData, Comparison
 from mlpilot.rollouts.llm import llm_frame
 from mlpilot.telemetry.query import read_records
+from mlpilot.telemetry.segments import LogRoot
 
 
 @dataclass(frozen=True)
@@ -105,12 +105,12 @@ def arm(
     return data
 
 
-def _rows(root: Path, deployment: str, variant: str, window: Window, shadow: bool) -> pd.DataFrame:
+def _rows(root: LogRoot, deployment: str, variant: str, window: Window, shadow: bool) -> pd.DataFrame:
     return read_records(root, deployment, since=window.since, until=window.until, variant=variant, shadow=shadow)
 
 
 def comparison(
-    root: Path,
+    root: LogRoot,
     deployment: str,
     feedback: pd.DataFrame | Sequence[dict[str, Any]],
     *,
@@ -159,7 +159,7 @@ def comparison(
     return out
 
 
-def shadow_pairs(root: Path, deployment: str, *, baseline: str, candidate: str, window: Window) -> pd.DataFrame:
+def shadow_pairs(root: LogRoot, deployment: str, *, baseline: str, candidate: str, window: Window) -> pd.DataFrame:
     """An LLM app's shadow pairs: ``request_id``, ``query``, ``baseline`` and ``candidate`` answer texts of the
     requests both answered (empty when the rows are not an LLM app's)."""
     cols = ["request_id", "status", "in.query", "out.text"]
@@ -182,7 +182,7 @@ def _between(rows: pd.DataFrame, start: datetime, end: datetime | None) -> pd.Da
     return rows[keep]
 
 
-def candidate_requests(root: Path, deployment: str, candidate: str, window: Window, shadow: bool = False) -> int:
+def candidate_requests(root: LogRoot, deployment: str, candidate: str, window: Window, shadow: bool = False) -> int:
     """Requests the candidate answered in ``window`` (the step's sample guard)."""
     rows = read_records(
         root,
@@ -197,7 +197,7 @@ def candidate_requests(root: Path, deployment: str, candidate: str, window: Wind
 
 
 def bandit_counts(
-    root: Path,
+    root: LogRoot,
     deployment: str,
     feedback: pd.DataFrame | Sequence[dict[str, Any]],
     arms: Sequence[str],

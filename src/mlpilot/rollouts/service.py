@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,7 @@ from mlpilot.records import (
 )
 from mlpilot.rollouts import analyses, evidence, policy
 from mlpilot.store import Store
+from mlpilot.telemetry.segments import LogRoot, as_store
 
 log = logging.getLogger("mlpilot.rollouts")
 
@@ -48,14 +48,14 @@ class RolloutService:
         self,
         store: Store,
         deployments: Deployments,
-        log_root: Path,
+        log_root: LogRoot,
         clock: Clock,
         *,
         seed: int | None = None,
     ) -> None:
         self.store = store
         self.deployments = deployments
-        self.log_root = Path(log_root)
+        self.log_root = as_store(log_root)
         self.clock = clock
         self._rng = np.random.default_rng(seed)
         self._judged: dict[tuple[int, str], str] = {}  # (rollout id, request id) -> the judge's verdict

@@ -155,6 +155,17 @@ class Metrics:
             registry=r,
         )
         self.log_dropped = Counter("mlpilot_log_dropped", "Request-log records dropped (writer queue full)", registry=r)
+        self.log_shipped = Counter(
+            "mlpilot_log_segments_shipped", "Request-log segments shipped to object storage (logs.remote)", registry=r
+        )
+        self.log_ship_failures = Counter(
+            "mlpilot_log_ship_failures",
+            "Failed attempts to ship request-log segments to object storage (they stay local and are retried)",
+            registry=r,
+        )
+        self.log_pending = Gauge(
+            "mlpilot_log_segments_pending", "Sealed request-log segments waiting to be shipped", registry=r
+        )
         self.llm_tokens = Counter(
             "mlpilot_llm_tokens",
             "LLM tokens by direction (input, output)",

@@ -45,12 +45,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mlpilot.errors import Conflict, InvalidArgument, NotFound
 from mlpilot.telemetry.columns import COMPRESSION, COMPRESSION_LEVEL, dictionary_columns
 from mlpilot.telemetry.reqlog import SCHEMA_VERSION, pid_alive, pid_of, ts_span
 
+if TYPE_CHECKING:
+    from mlpilot.telemetry.segments import LogRoot
+
+F = TypeVar("F")
 SOURCES_KEY = b"mlpilot_sources"
 CLOSE_GRACE = timedelta(minutes=10)
 DEFAULT_MIN_ROWS = 50_000
@@ -194,14 +198,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _exclusive(base: Path) -> Iterator[None]:
+def _exclusive(base: Path, lock: str = _LOCK) -> Iterator[None]:
     """One maintenance run (compaction or retention) per deployment at a time, across processes."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no flock; runs are not excluded there
         yield
         return
-    with open(base / _LOCK, "a+b") as f:
+    with open(base / lock, "a+b") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -264,7 +268,7 @@ def _recover_partition(deployment: str, hour_dir: Path, catalog: SegmentCatalog 
 
 
 def compact(
-    root: Path,
+    root: LogRoot,
     deployment: str,
     *,
     catalog: SegmentCatalog | None = None,
@@ -278,6 +282,8 @@ def compact(
     into segments of at most ``target_rows`` rows.
 
     Args:
+        root: the log's directory, or a :class:`~mlpilot.telemetry.segments.SegmentStore`; with a remote, the
+            shipped segments are compacted on object storage (:mod:`mlpilot.telemetry.remote`).
         older_than: only hours that ended before this time (or this long ago); default ``CLOSE_GRACE`` ago.
         catalog: kept in step (merged segments catalogued, their sources forgotten); None: files only.
         missing_ok: a deployment without a log directory is nothing to do instead of ``NotFound``.
@@ -293,6 +299,15 @@ def compact(
         raise InvalidArgument(f"min_rows must be at least 2, got {min_rows}")
     if target_rows < min_rows:
         raise InvalidArgument(f"target_rows ({target_rows}) must not be below min_rows ({min_rows})")
+    from mlpilot.telemetry.segments import as_store
+
+    store = as_store(root)
+    if store.remote:
+        from mlpilot.telemetry.remote import compact_remote
+
+        _check_name(deployment)
+        return compact_remote(store, deployment, cutoff, catalog, min_rows, target_rows, missing_ok)
+    root = store.local
     base = _base(root, deployment, missing_ok)
     if base is None:
         return CompactionResult(deployment, cutoff)
@@ -307,7 +322,7 @@ def compact(
                 continue
             merged_here = False
             for group in _bins(_small(files, min_rows), target_rows):
-                rows, before, after = _merge(deployment, hour_dir, group, catalog)
+                rows, before, after, _ = _merge(deployment, hour_dir, group, catalog)
                 merged_here = True
                 totals["merged"] += len(group)
                 totals["written"] += 1
@@ -318,24 +333,24 @@ def compact(
     return CompactionResult(deployment, cutoff, recovered=recovered, **totals)
 
 
-def _small(files: Sequence[Path], min_rows: int) -> list[tuple[Path, int, Any]]:
+def _small(files: Sequence[F], min_rows: int, read_metadata: Any = None) -> list[tuple[F, int, Any]]:
     """``(file, rows, schema)`` of the segments with fewer than ``min_rows`` rows (from their footers)."""
     import pyarrow.parquet as pq
 
     small = []
     for f in files:
-        meta = pq.read_metadata(f)
+        meta = (read_metadata or pq.read_metadata)(f)
         if meta.num_rows < min_rows:
             small.append((f, meta.num_rows, _plain(meta.schema.to_arrow_schema())))
     return small
 
 
-def _bins(small: list[tuple[Path, int, Any]], target_rows: int) -> Iterator[list[Path]]:
+def _bins(small: list[tuple[F, int, Any]], target_rows: int) -> Iterator[list[F]]:
     """Consecutive runs of segments whose rows add up to at most ``target_rows`` and whose columns can be
     unified (a column whose type changed incompatibly starts a new run); runs of one segment are left alone."""
     import pyarrow as pa
 
-    run: list[Path] = []
+    run: list[F] = []
     rows = 0
     schema: Any = None
     for f, n, s in small:
@@ -357,8 +372,9 @@ def _bins(small: list[tuple[Path, int, Any]], target_rows: int) -> Iterator[list
 
 def _merge(
     deployment: str, hour_dir: Path, sources: list[Path], catalog: SegmentCatalog | None
-) -> tuple[int, int, int]:
-    """Steps 1-4 of the module docstring for one run of ``sources``. Returns (rows, bytes before, bytes after)."""
+) -> tuple[int, int, int, Path]:
+    """Steps 1-4 of the module docstring for one run of ``sources``. Returns (rows, bytes before, bytes after, the
+    merged file)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -404,7 +420,7 @@ def _merge(
     if catalog is not None:
         _catalogue(catalog, deployment, final, [str(s) for s in sources])
     _remove_sources(hour_dir, sources)
-    return rows, before, final.stat().st_size
+    return rows, before, final.stat().st_size, final
 
 
 def _plain(schema: Any) -> Any:
@@ -460,7 +476,7 @@ def _remove_sources(hour_dir: Path, sources: Sequence[Path]) -> None:
 
 
 def apply_retention(
-    root: Path,
+    root: LogRoot,
     deployment: str,
     *,
     older_than: datetime | timedelta,
@@ -470,7 +486,8 @@ def apply_retention(
 ) -> RetentionResult:
     """Delete the hour partitions of ``deployment`` that ended before ``older_than`` (a time, or an age before
     now), with their catalogue rows — forgotten first, so a crash leaves uncatalogued old files (deleted by the
-    next run), never catalogue rows without files.
+    next run), never catalogue rows without files. With a :class:`~mlpilot.telemetry.segments.SegmentStore` that
+    has a remote, the shipped partitions are deleted on object storage too (and local segments not shipped yet).
 
     Raises:
         NotFound: no request log for ``deployment`` (unless ``missing_ok``).
@@ -481,6 +498,17 @@ def apply_retention(
 
     now = _utc(now) if now is not None else datetime.now(timezone.utc)
     cutoff = resolve_cutoff(older_than, now)
+    from mlpilot.telemetry.segments import as_store
+
+    store = as_store(root)
+    if store.remote:
+        from mlpilot.telemetry.remote import retain_remote
+
+        _check_name(deployment)
+        hours = {start for start, _ in _partitions(store.local / deployment) if start + _HOUR <= cutoff}
+        local = apply_retention(store.local, deployment, older_than=cutoff, catalog=catalog, now=now, missing_ok=True)
+        return retain_remote(store, deployment, cutoff, catalog, local, hours, missing_ok)
+    root = store.local
     base = _base(root, deployment, missing_ok)
     if base is None:
         return RetentionResult(deployment, cutoff)
@@ -510,7 +538,7 @@ def apply_retention(
 
 
 def maintain(
-    root: Path,
+    root: LogRoot,
     deployment: str,
     *,
     catalog: SegmentCatalog | None = None,

@@ -1,21 +1,24 @@
 """Queries over request-log segments with DuckDB (no extensions, nothing downloaded).
 
 Windows are pruned by the ``dt=``/``hour=`` partitions before any file is opened; segments of different schemas
-(a new model version with new features) are read together by column name.
+(a new model version with new features) are read together by column name. Every function takes the log's root: a
+local directory, or a :class:`~mlpilot.telemetry.segments.SegmentStore` whose sealed segments may be on object
+storage (read through its fsspec filesystem registered on the DuckDB connection).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
 from mlpilot.errors import InvalidArgument, MissingExtra
-from mlpilot.telemetry.compaction import live_files
+
+if TYPE_CHECKING:
+    from mlpilot.telemetry.segments import LogRoot
 
 _RETRIES = 50  # a compaction going through many hours can make a long query retry several times in a row
 T = TypeVar("T")
@@ -45,40 +48,46 @@ def _duckdb() -> Any:
     return duckdb
 
 
-def segment_files(root: Path, deployment: str, since: datetime | None, until: datetime | None) -> list[str]:
-    """Segment files of a deployment in the hour partitions that overlap ``[since, until]``."""
-    base = Path(root) / deployment
-    if not base.is_dir():
-        return []
-    lo = since.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0) if since else None
-    hi = until.astimezone(timezone.utc) if until else None
-    files: list[str] = []
-    for day_dir in sorted(base.glob("dt=*")):
-        day = day_dir.name[3:]
-        for hour_dir in sorted(day_dir.glob("hour=*")):
-            start = datetime.strptime(f"{day} {hour_dir.name[5:]}", "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
-            if (lo and start + timedelta(hours=1) <= lo) or (hi and start > hi):
-                continue  # partition pruning: this hour cannot hold matching rows
-            files.extend(str(p) for p in live_files(sorted(hour_dir.glob("seg-*.parquet"))))
-    return files
+def segment_files(root: LogRoot, deployment: str, since: datetime | None, until: datetime | None) -> list[str]:
+    """Segment files of a deployment in the hour partitions that overlap ``[since, until]`` (local paths, and the
+    URLs of shipped segments)."""
+    from mlpilot.telemetry.segments import as_store
+
+    return as_store(root).files(deployment, since, until)
 
 
 def with_segment_files(
-    root: Path, deployment: str, since: datetime | None, until: datetime | None, run: Callable[[list[str]], T]
+    root: LogRoot, deployment: str, since: datetime | None, until: datetime | None, run: Callable[[list[str]], T]
 ) -> T:
-    """Run ``run(files)`` (a DuckDB query) on the live segment files of a window. If one vanished between listing
-    and reading (a compaction or a prune deleted it meanwhile), list again and retry: the new listing holds the
-    same rows (a merged segment replaces its sources). Use it for any query over segment files."""
+    """Run ``run(files)`` (a DuckDB query, on a connection from :func:`connect`) on the live segment files of a
+    window. If one vanished between listing and reading (a compaction, a prune or the shipper moved it
+    meanwhile), list again and retry: the new listing holds the same rows (a merged segment replaces its sources,
+    a shipped segment is the same file). Use it for any query over segment files."""
+    from mlpilot.telemetry.segments import as_store
+
+    store = as_store(root)
     duckdb = _duckdb()
     for attempt in range(_RETRIES):
-        files = segment_files(root, deployment, since, until)
+        files = store.files(deployment, since, until)
         try:
             return run(files)
-        except duckdb.IOException:
-            if attempt == _RETRIES - 1 or all(Path(f).exists() for f in files):
+        except (duckdb.Error, FileNotFoundError) as exc:
+            # a local file that vanished is an IOException; a remote one read through fsspec a plain duckdb.Error
+            # carrying the filesystem's FileNotFoundError
+            vanished = not isinstance(exc, duckdb.Error) or isinstance(exc, duckdb.IOException)
+            if not (vanished or "FileNotFoundError" in str(exc)):
+                raise
+            if attempt == _RETRIES - 1 or all(store.exists(f) for f in files):
                 raise  # not a vanished segment, or no end to it
             time.sleep(0.002 * attempt)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def connect(root: LogRoot) -> Any:
+    """A DuckDB connection that reads the segments of ``root`` (its remote's filesystem registered)."""
+    from mlpilot.telemetry.segments import as_store
+
+    return as_store(root).connect()
 
 
 def _window(since: datetime | None, until: datetime | None) -> tuple[list[str], list[Any]]:
@@ -94,7 +103,7 @@ def _window(since: datetime | None, until: datetime | None) -> tuple[list[str], 
 
 
 def read_records(
-    root: Path,
+    root: LogRoot,
     deployment: str,
     *,
     since: datetime | None = None,
@@ -116,11 +125,12 @@ def read_records(
         deployment,
         since,
         until,
-        lambda files: _read(files, since, until, variant, status, shadow, columns, limit, newest_first),
+        lambda files: _read(root, files, since, until, variant, status, shadow, columns, limit, newest_first),
     )
 
 
 def _read(
+    root: LogRoot,
     files: list[str],
     since: datetime | None,
     until: datetime | None,
@@ -133,7 +143,7 @@ def _read(
 ) -> pd.DataFrame:
     if not files:
         return pd.DataFrame(columns=list(columns or META_COLUMNS))
-    con = _duckdb().connect()
+    con = connect(root)
     try:
         where, params = _window(since, until)
         for col, value in (("variant", variant), ("status", status), ("shadow", shadow)):
@@ -160,11 +170,11 @@ def _read(
         con.close()
 
 
-def count_records(root: Path, deployment: str, since: datetime | None = None, until: datetime | None = None) -> int:
+def count_records(root: LogRoot, deployment: str, since: datetime | None = None, until: datetime | None = None) -> int:
     def count(files: list[str]) -> int:
         if not files:
             return 0
-        con = _duckdb().connect()
+        con = connect(root)
         try:
             where, params = _window(since, until)
             sql = f"SELECT count(*) FROM read_parquet(?, union_by_name=true) WHERE {' AND '.join(where)}"

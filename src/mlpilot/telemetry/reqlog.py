@@ -258,7 +258,11 @@ class RequestLog:
         self._seq += 1
         name = f"seg-{time.time_ns()}-{os.getpid()}-{self._seq}.parquet"
         tmp = folder / f".{name}.tmp"
-        write_segment(table, tmp)
+        try:
+            write_segment(table, tmp)
+        except FileNotFoundError:  # the shipper removed the (empty, old) partition directory meanwhile
+            folder.mkdir(parents=True, exist_ok=True)
+            write_segment(table, tmp)
         os.replace(tmp, folder / name)
         self.written += table.num_rows
         if self._on_segment is not None:

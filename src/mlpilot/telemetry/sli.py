@@ -7,18 +7,18 @@ A request counts once (its first row), shadows never. ``availability`` counts re
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 import pandas as pd
 
 from mlpilot.errors import InvalidArgument
-from mlpilot.telemetry.query import _duckdb, with_segment_files
+from mlpilot.telemetry.query import with_segment_files
+from mlpilot.telemetry.segments import LogRoot, as_store
 
 __all__ = ["request_buckets"]
 
 
 def request_buckets(
-    root: Path,
+    root: LogRoot,
     deployment: str,
     *,
     since: datetime,
@@ -57,16 +57,18 @@ def request_buckets(
         f"FROM read_parquet(?, union_by_name=true) WHERE {' AND '.join(where)} GROUP BY 1 ORDER BY 1"
     )
 
+    store = as_store(root)
+
     def run(files: list[str]) -> pd.DataFrame:
         if not files:
             return empty
-        con = _duckdb().connect()
+        con = store.connect()
         try:
             return con.execute(sql, [files, *params]).df()
         finally:
             con.close()
 
-    out = with_segment_files(root, deployment, since, until, run)
+    out = with_segment_files(store, deployment, since, until, run)
     if out.empty:
         return empty
     out["start"] = pd.to_datetime(out["start"], utc=True)

@@ -9,11 +9,9 @@ requests (``status = 'ok'``), in milliseconds.
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections import OrderedDict
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +19,7 @@ import pandas as pd
 
 from mlpilot.errors import InvalidArgument
 from mlpilot.telemetry.query import _duckdb, with_segment_files
+from mlpilot.telemetry.segments import LogRoot, SegmentStore, as_store
 
 __all__ = ["LLM_METRICS", "SERIES_COLUMNS", "llm_series", "traffic", "traffic_series", "traffic_summary"]
 
@@ -48,27 +47,35 @@ _RANGE = "SELECT filename, epoch(min(ts)), epoch(max(ts)) FROM read_parquet(?, f
 _local = threading.local()
 
 
-def _connection() -> Any:
-    """One DuckDB connection per thread, kept (a connection costs ~25 ms to open; queries here are read-only)."""
-    con = getattr(_local, "con", None)
+def _connection(store: SegmentStore) -> Any:
+    """One DuckDB connection per thread and remote, kept (a connection costs ~25 ms to open; queries here are
+    read-only); a store's remote filesystem is registered on its connection."""
+    cons = getattr(_local, "cons", None)
+    if cons is None:
+        cons = _local.cons = {}
+    key = store.key if store.remote else None
+    con = cons.get(key)
     if con is None:
-        con = _local.con = _duckdb().connect()
+        con = cons[key] = store.connect()
     return con
 
 
 class _Partials:
-    """Partial aggregates of whole segment files, kept by (path, size, mtime, bucket width): a sealed segment never
-    changes (a compaction writes a new file), so a dashboard refreshing every few seconds over a million records
-    scans only the segments it has not seen and the ones its window cuts. Least recently used go first."""
+    """Partial aggregates of whole segment files, kept by (path, size, mtime, bucket width) — (URL, size, ETag or
+    modification time, bucket width) for a shipped segment: a sealed segment never changes (a compaction writes a
+    new file), so a dashboard refreshing every few seconds over a million records scans only the segments it has
+    not seen and the ones its window cuts. Least recently used go first."""
 
     def __init__(self, keep: int = _KEEP) -> None:
         self._keep = keep
         self._lock = threading.Lock()
         self._parts: OrderedDict[tuple[Any, ...], tuple[float, float, pd.DataFrame]] = OrderedDict()
 
-    def window(self, files: list[str], bucket_s: float | None, since: datetime, until: datetime) -> pd.DataFrame:
+    def window(
+        self, store: SegmentStore, files: list[str], bucket_s: float | None, since: datetime, until: datetime
+    ) -> pd.DataFrame:
         """The partial-aggregate rows of ``[since, until)`` over ``files``."""
-        keys = {f: (*_stat(f), bucket_s) for f in files}
+        keys = {f: (*_stat(store, f), bucket_s) for f in files}
         with self._lock:
             known = {f: self._parts.get(k) for f, k in keys.items()}
             for k in keys.values():
@@ -76,7 +83,7 @@ class _Partials:
                     self._parts.move_to_end(k)
         missing = [f for f, v in known.items() if v is None]
         if missing:
-            fresh = self._scan(missing, bucket_s)
+            fresh = self._scan(store, missing, bucket_s)
             with self._lock:
                 for f, v in fresh.items():
                     known[f] = self._parts[keys[f]] = v
@@ -92,13 +99,16 @@ class _Partials:
             elif last >= lo and first < hi:
                 cut.append(f)  # the window cuts it: read its rows in the window
         if cut:
-            frames.append(_query(cut, bucket_s, "AND ts >= ? AND ts < ? ", [since, until]))
+            frames.append(_query(store, cut, bucket_s, "AND ts >= ? AND ts < ? ", [since, until]))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_PART_COLUMNS)
 
     @staticmethod
-    def _scan(files: list[str], bucket_s: float | None) -> dict[str, tuple[float, float, pd.DataFrame]]:
-        ranges = {str(r[0]): (float(r[1]), float(r[2])) for r in _connection().execute(_RANGE, [files]).fetchall()}
-        rows = _query(files, bucket_s, "", [], by_file=True)
+    def _scan(
+        store: SegmentStore, files: list[str], bucket_s: float | None
+    ) -> dict[str, tuple[float, float, pd.DataFrame]]:
+        con = _connection(store)
+        ranges = {str(r[0]): (float(r[1]), float(r[2])) for r in con.execute(_RANGE, [files]).fetchall()}
+        rows = _query(store, files, bucket_s, "", [], by_file=True)
         by_file = dict(iter(rows.groupby("file", sort=False)))
         out = {}
         for f in files:
@@ -108,18 +118,19 @@ class _Partials:
         return out
 
 
-def _stat(path: str) -> tuple[str, int, int]:
+def _stat(store: SegmentStore, path: str) -> tuple[str, int, Any]:
     try:
-        st = os.stat(path)
-    except FileNotFoundError as exc:  # compacted away since the listing: with_segment_files lists again
+        return store.stat(path)
+    except FileNotFoundError as exc:  # compacted or shipped since the listing: with_segment_files lists again
         raise _duckdb().IOException(f"segment vanished: {path}") from exc
-    return path, st.st_size, st.st_mtime_ns
 
 
-def _query(files: list[str], bucket_s: float | None, window: str, params: list[Any], by_file: bool = False) -> Any:
+def _query(
+    store: SegmentStore, files: list[str], bucket_s: float | None, window: str, params: list[Any], by_file: bool = False
+) -> Any:
     bucket = f"floor(epoch(ts) / {float(bucket_s)!r})::BIGINT" if bucket_s is not None else "0::BIGINT"
     sql = _PARTIAL.format(file="filename" if by_file else "''", bucket=bucket, window=window)
-    return _connection().execute(sql, [files, *params]).df()
+    return _connection(store).execute(sql, [files, *params]).df()
 
 
 _PARTIALS = _Partials()
@@ -154,7 +165,7 @@ def merge(parts: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def traffic(
-    root: Path, deployment: str, since: datetime, until: datetime, bucket_s: float | None = None
+    root: LogRoot, deployment: str, since: datetime, until: datetime, bucket_s: float | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The window's series (one row per bucket and variant, :data:`SERIES_COLUMNS`; empty when ``bucket_s`` is
     ``None``) and its summary (overall and per variant, see :func:`traffic_summary`).
@@ -170,7 +181,10 @@ def traffic(
     if bucket_s is not None and not bucket_s > 0:
         raise InvalidArgument(f"bucket_s must be > 0 seconds, got {bucket_s}")
     b = float(bucket_s) if bucket_s is not None else None
-    parts = with_segment_files(root, deployment, since, until, lambda files: _PARTIALS.window(files, b, since, until))
+    store = as_store(root)
+    parts = with_segment_files(
+        store, deployment, since, until, lambda files: _PARTIALS.window(store, files, b, since, until)
+    )
     seconds = (until - since).total_seconds()
     empty = {"requests": 0, "errors": 0, "quarantined": 0, "requests_per_s": 0.0, "error_rate": None,
              "p50_ms": None, "p95_ms": None, "p99_ms": None}  # fmt: skip
@@ -201,7 +215,7 @@ def _row(r: Any, seconds: float) -> dict[str, Any]:
     }
 
 
-def traffic_series(root: Path, deployment: str, since: datetime, until: datetime, bucket_s: float) -> pd.DataFrame:
+def traffic_series(root: LogRoot, deployment: str, since: datetime, until: datetime, bucket_s: float) -> pd.DataFrame:
     """One row per (bucket, variant) with traffic in ``[since, until)``: :data:`SERIES_COLUMNS` (``start`` UTC).
 
     Raises:
@@ -210,7 +224,7 @@ def traffic_series(root: Path, deployment: str, since: datetime, until: datetime
     return traffic(root, deployment, since, until, bucket_s)[0]
 
 
-def traffic_summary(root: Path, deployment: str, since: datetime, until: datetime) -> dict[str, Any]:
+def traffic_summary(root: LogRoot, deployment: str, since: datetime, until: datetime) -> dict[str, Any]:
     """Totals over ``[since, until)``, overall and per variant: requests, errors, quarantined, requests per second,
     error rate (errors over requests not quarantined) and latency percentiles."""
     return traffic(root, deployment, since, until)[1]
@@ -237,7 +251,9 @@ _LLM_COLUMN = {
 }
 
 
-def llm_series(root: Path, deployment: str, since: datetime, until: datetime, bucket_s: float) -> pd.DataFrame | None:
+def llm_series(
+    root: LogRoot, deployment: str, since: datetime, until: datetime, bucket_s: float
+) -> pd.DataFrame | None:
     """Per (bucket, variant) of an LLM app's answered requests: mean input and output tokens, total cost, time to
     first token (p50, p95, ms) and mean groundedness. ``None`` when the deployment's records carry no LLM columns
     (a model deployment)."""
@@ -245,12 +261,12 @@ def llm_series(root: Path, deployment: str, since: datetime, until: datetime, bu
         raise InvalidArgument(f"bucket_s must be > 0 seconds, got {bucket_s}")
     b = float(bucket_s)
     where = "ts >= ? AND ts < ? AND \"row\" = 0 AND NOT shadow AND status = 'ok'"
-    duckdb = _duckdb()
+    store = as_store(root)
 
     def run(files: list[str]) -> pd.DataFrame | None:
         if not files:
             return None
-        con = duckdb.connect()
+        con = store.connect()
         try:
             described = con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name=true)", [files]).fetchall()
             names = {str(r[0]) for r in described}
@@ -270,7 +286,7 @@ def llm_series(root: Path, deployment: str, since: datetime, until: datetime, bu
         finally:
             con.close()
 
-    out = with_segment_files(root, deployment, since, until, run)
+    out = with_segment_files(store, deployment, since, until, run)
     if out is not None and not out.empty:
         out["start"] = pd.to_datetime(out["start"], utc=True)
     return out
