@@ -236,10 +236,13 @@ class RayExecutor:
             out[name] = (str(getattr(app.status, "value", app.status)), running, message)
         return out
 
-    def status_of(self, app: str) -> tuple[str, int, str] | None:
-        """The last known (status, running replicas, message) of ``app``."""
+    def status_of(self, app: str, since: float | None = None) -> tuple[str, int, str] | None:
+        """The last known (status, running replicas, message) of ``app`` (None: none read at or after ``since``, a
+        ``time.monotonic()`` value)."""
         kept = self._status.get(app)
-        return kept[1] if kept is not None else None
+        if kept is None or (since is not None and kept[0] < since):
+            return None
+        return kept[1]
 
     def _acquire(self, app: str) -> None:
         with self._lock:
@@ -293,6 +296,7 @@ class RayRuntime(Runtime):
         self._observe = observe_batch
         self._handle: Any = None
         self.retried = 0  # requests re-sent because their replica died
+        self._in_flight = 0  # requests sent to the application and not answered yet (unload waits for them)
         # per replica id: answers, and seconds inside the replica (batch wait and model call; the hop excluded)
         self.replica_stats: dict[str, list[float]] = {}
 
@@ -396,6 +400,13 @@ class RayRuntime(Runtime):
             ) from exc
 
     async def predict(self, inputs: Any) -> dict[str, Any]:
+        self._in_flight += 1
+        try:
+            return await self._predict(inputs)
+        finally:
+            self._in_flight -= 1
+
+    async def _predict(self, inputs: Any) -> dict[str, Any]:
         retries = self.executor.options.retries
         for attempt in range(retries + 1):
             handle = self._handle
@@ -403,7 +414,7 @@ class RayRuntime(Runtime):
                 raise Unavailable("the model is not loaded")
             response = handle.remote(inputs)
             try:
-                answer = await asyncio.wait_for(_result(response), self.variant.timeout_s)
+                answer = await self._answer(response)
             except asyncio.TimeoutError:
                 response.cancel()
                 raise Unavailable(
@@ -420,6 +431,28 @@ class RayRuntime(Runtime):
                 raise Unavailable(f"variant {self.variant.name!r} on Ray: {type(exc).__name__}: {exc}") from exc
             return self._unpack(answer)
         raise AssertionError("unreachable")
+
+    async def _answer(self, response: Any) -> Any:
+        """The replica's answer within the variant's timeout; ``Unavailable`` as soon as the status poller finds the
+        application gone (Serve would otherwise keep the request waiting for a replica until the timeout)."""
+        task = asyncio.ensure_future(_result(response))
+        sent = time.monotonic()
+        deadline = sent + self.variant.timeout_s
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+            if done:
+                return task.result()
+            state = self.executor.status_of(self.app, since=sent)  # a reading older than the request proves nothing
+            gone = state[0] if state is not None and state[0] in _GONE else None
+            if gone is None and time.monotonic() < deadline:
+                continue
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            if gone is None:
+                raise asyncio.TimeoutError
+            response.cancel()
+            raise Unavailable(f"variant {self.variant.name!r} on Ray: its application is gone ({gone})")
 
     def _unpack(self, answer: Any) -> dict[str, Any]:
         if answer[0] == "error":
@@ -438,6 +471,11 @@ class RayRuntime(Runtime):
         if self._handle is None:
             return
         self._handle = None
+        # requests routed here before the routing moved are still in Serve's hands: deleting the application under
+        # them would leave them waiting for a replica until their timeout, so they finish first (bounded)
+        deadline = time.monotonic() + self.variant.timeout_s
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         await asyncio.to_thread(self.executor._release, self.app)
 
     def health(self) -> None:
@@ -459,6 +497,10 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout_s).close()
     except OSError as exc:
         raise Unavailable(f"cannot start the Ray executor: nothing answers at {address} ({exc})") from exc
+
+
+#: Serve application states in which no replica will answer a request
+_GONE = frozenset({"NOT_FOUND", "DELETING"})
 
 
 async def _result(response: Any) -> Any:

@@ -113,6 +113,34 @@ def test_a_request_whose_replica_dies_is_sent_again(tmp_path: Path, ray_session:
     asyncio.run(go())
 
 
+def test_unload_lets_the_requests_in_flight_finish_before_it_deletes_the_application(
+    tmp_path: Path, ray_session: Any
+) -> None:
+    """A variant retired while a request is inside its replica: the request is answered, then the application goes
+    (deleting it first left such requests waiting for a replica until their timeout)."""
+    blobs = BlobStore(tmp_path / "blobs")
+    variant = _slow_variant(blobs, tmp_path / "notes", replicas=1, timeout_s=30.0)
+
+    async def go() -> None:
+        executor = _executor()
+        try:
+            runtime = executor.runtime_for("d", variant, blobs)
+            await runtime.load()
+            request = asyncio.ensure_future(runtime.predict(np.ones((2, 3))))
+            await asyncio.sleep(0.5)  # the replica is inside its 2 s call
+            unloading = asyncio.ensure_future(runtime.unload())
+            await asyncio.sleep(0.5)
+            assert runtime.app in _apps() and not unloading.done()  # waiting for the request
+            out = await asyncio.wait_for(request, 10)
+            assert np.asarray(out["predict"]).tolist() == [3.0, 3.0]
+            await asyncio.wait_for(unloading, 30)
+            assert runtime.app not in _apps()
+        finally:
+            await executor.close()
+
+    asyncio.run(go())
+
+
 def test_a_request_whose_replicas_keep_dying_is_unavailable(tmp_path: Path, ray_session: Any) -> None:
     blobs = BlobStore(tmp_path / "blobs")
     variant = _slow_variant(blobs, tmp_path / "notes", replicas=1, timeout_s=60.0)
@@ -148,8 +176,11 @@ def test_an_application_deleted_behind_its_back_is_unavailable(tmp_path: Path, r
             await runtime.load()
             runtime.health()
             await asyncio.to_thread(serve.delete, runtime.app)
-            with pytest.raises(Unavailable, match="on Ray: DeploymentUnavailableError"):
+            t0 = time.monotonic()
+            # Serve's own error when the handle already knows, else ours once the status poller sees it gone
+            with pytest.raises(Unavailable, match=r"on Ray: (DeploymentUnavailableError|its application is gone)"):
                 await runtime.predict(X[:1])
+            assert time.monotonic() - t0 < 15, "not the variant's 30 s timeout"
             deadline = time.monotonic() + 10
             while executor.status_of(runtime.app)[0] != "NOT_FOUND" and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)  # the status poller (every second) notices
