@@ -85,3 +85,16 @@ def pg_store_factory(pg_url: str) -> Iterator[StoreMaker]:
 def store_factory(request: pytest.FixtureRequest) -> StoreMaker:
     factory: StoreMaker = request.getfixturevalue(f"{'pg' if request.param == 'postgres' else 'sqlite'}_store_factory")
     return factory
+
+
+#: `make test` runs 2 pytest-xdist workers with ``--dist loadgroup``: the tests of one file share a worker (module
+#: fixtures are built once and tests that build on an earlier one's state keep their order), and every test that runs
+#: Ray (a local Ray per session, or a server that starts its own) shares one worker, so two Ray clusters never compete
+#: for this machine's two cores.
+_RAY_TESTS = ("tests/integration/executors/", "tests/e2e/test_ray_executor.py", "tests/e2e/test_scale_out.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group("ray" if path.startswith(_RAY_TESTS) else path))
