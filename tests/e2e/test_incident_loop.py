@@ -104,7 +104,7 @@ def _wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
 
 def _serving(c: Client) -> None:
     X, _ = iris_frame()
-    _wait("the deployment to serve", lambda: _try(lambda: c.predict("iris", X.head(1))), 15)
+    _wait("the deployment to serve", lambda: _try(lambda: c.predict("iris", X.head(1))), 60)
 
 
 def _try(fn: Callable[[], Any]) -> Any:

@@ -49,7 +49,8 @@ class RayServer:
         processes that outlived it (then killed)."""
         ray_procs = set(descendants(self.pid)) | session_processes(self.pid)  # reparented workers too
         self.server.stop()
-        return kill_all(sorted(ray_procs | session_processes(self.pid)))
+        # a loaded machine can take a while to stop Ray's processes: 30 s before any counts as left behind
+        return kill_all(sorted(ray_procs | session_processes(self.pid)), grace_s=30.0)
 
 
 @pytest.fixture

@@ -62,6 +62,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, Fake
                 break
             except Exception:
                 time.sleep(0.2)
+        # the eval dataset every test's eval gate reads (each test stands alone, whichever runs first)
+        c.register_dataset("helpdesk-eval", pd.DataFrame({"id": ["q1", "q2"], "input": QUESTIONS[:2]}))
         yield c, fake, root
     finally:
         c.close()
@@ -85,7 +87,6 @@ def _drive(c: Client, rollout_id: int, until: Any, timeout: float = 60) -> Any:
 
 def test_eval_gate_and_judged_shadow_win_rate_promote_the_better_app(env: tuple[Client, FakeLLMProcess, Path]) -> None:
     c, fake, _ = env
-    c.register_dataset("helpdesk-eval", pd.DataFrame({"id": ["q1", "q2"], "input": QUESTIONS[:2]}))
     with OpenAIBackend(BackendSpec(name="judge", base_url=fake.base_url, model="fake-llm")) as judge_backend:
         judge = RubricJudge("Does it cite its source?", chat=from_backend(judge_backend, temperature=0))
         low = c.evaluate_app("helpdesk:1", "helpdesk-eval:1", metrics=["judge_score"], judge=judge)
