@@ -188,7 +188,9 @@ def test_approve_a_suggested_remediation_and_see_it_verified(env: Env) -> None:
     env.shot("incident-suggested")
     page.get_by_role("button", name="Approve").click()
     page.wait_for_selector(".remediation[data-state=verified]", timeout=60_000)
-    page.wait_for_function("document.querySelector('#incident-status').textContent.includes('mitigated')")
+    page.wait_for_function(
+        "document.querySelector('#incident-status').textContent.includes('mitigated')", timeout=60_000
+    )
     env.shot("incident-mitigated")
 
 
