@@ -16,6 +16,7 @@ DATA_PLANE = {"serving", "runtimes", "executors"}
 # Shared by both planes: may be imported by the data plane, so they must not reach into the control plane either.
 NEUTRAL = {"protocol", "errors", "clock", "blobs", "flavors", "telemetry", "monitoring", "llm"}
 CONTROL_PLANE = {
+    "auth",
     "store",
     "api",
     "registry",

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -100,6 +101,10 @@ class ServingServer:
         )
         if self.reqlog is not None and s.logs.remote:
             self.shipper = self._shipper(segments or s.log_segments(), catalog)
+        #: what requests go through: the inference edge, or a gate in front of it (``mlpilot.auth.gate``)
+        self.edge: ASGIApp = self.http
+        #: the gRPC check of a gate (``None``: gRPC checks nothing)
+        self.grpc_authorize: Any = None
         self.grpc_port = grpc_port
         #: True once the process is stopping (set by :func:`run_uvicorn`): long-polls answer at once.
         self.exiting: Callable[[], bool] = lambda: False
@@ -171,7 +176,7 @@ class ServingServer:
                 from mlpilot.serving.grpc import start_grpc_server
 
                 self._grpc = await start_grpc_server(
-                    self.dataplane, self.settings.server.host, self.grpc_port, __version__
+                    self.dataplane, self.settings.server.host, self.grpc_port, __version__, self.grpc_authorize
                 )
             self._started = True
 
@@ -209,7 +214,7 @@ class ServingServer:
             and (scope["path"].startswith(("/v2", "/v1")) or scope["path"] == "/metrics")
         ):
             await self.start()
-        await self.http(scope, receive, send)
+        await self.edge(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -389,4 +394,7 @@ def serve_data(settings: Settings, control_url: str) -> None:
     )
     print(f"  follows    {control_url}   (snapshot kept in {home / 'snapshot.json'})")
     settings.home.mkdir(parents=True, exist_ok=True)
-    run_uvicorn(DataServer(settings, control_url, grpc_port=s.grpc_port if s.grpc else None), settings)
+    key = os.environ.get("MLPILOT_API_KEY")  # the control plane's routes need a read key when its auth is on
+    headers = {"authorization": f"Bearer {key}"} if key else None
+    server = DataServer(settings, control_url, grpc_port=s.grpc_port if s.grpc else None, headers=headers)
+    run_uvicorn(server, settings)

@@ -13,6 +13,8 @@ Third-party exceptions are translated at the adapter that called the library, wi
     ├── NotFound                       NOT_FOUND            artifact, version, alias, deployment …
     ├── Conflict                       CONFLICT             lost a race or already exists (retry after re-reading)
     ├── FailedPrecondition             FAILED_PRECONDITION  the system is not in a state that allows it
+    ├── Unauthenticated                UNAUTHENTICATED      no credentials, or unknown or revoked ones
+    ├── PermissionDenied               PERMISSION_DENIED    the credentials lack a scope or a deployment grant
     ├── LoadError                      INVALID_ARGUMENT     a model file could not be loaded (corrupt, truncated …)
     ├── InferenceError                 INTERNAL             the model raised while predicting
     ├── IntegrityError                 DATA_LOSS            stored bytes do not match their digest
@@ -109,6 +111,14 @@ class FailedPrecondition(MlpilotError):
     kind = ErrorKind.FAILED_PRECONDITION
 
 
+class Unauthenticated(MlpilotError):
+    kind = ErrorKind.UNAUTHENTICATED
+
+
+class PermissionDenied(MlpilotError):
+    kind = ErrorKind.PERMISSION_DENIED
+
+
 class LoadError(MlpilotError):
     kind = ErrorKind.INVALID_ARGUMENT
 
@@ -145,6 +155,8 @@ _BY_NAME: dict[str, type[MlpilotError]] = {
         NotFound,
         Conflict,
         FailedPrecondition,
+        Unauthenticated,
+        PermissionDenied,
         LoadError,
         InferenceError,
         IntegrityError,
@@ -156,6 +168,8 @@ _BY_KIND: dict[ErrorKind, type[MlpilotError]] = {
     ErrorKind.NOT_FOUND: NotFound,
     ErrorKind.CONFLICT: Conflict,
     ErrorKind.FAILED_PRECONDITION: FailedPrecondition,
+    ErrorKind.UNAUTHENTICATED: Unauthenticated,
+    ErrorKind.PERMISSION_DENIED: PermissionDenied,
     ErrorKind.UNAVAILABLE: Unavailable,
     ErrorKind.DATA_LOSS: IntegrityError,
 }

@@ -18,9 +18,12 @@ from typing import Any
 
 from mlpilot import __version__
 from mlpilot.app import Platform, build_api, build_executor, build_platform
+from mlpilot.auth.authorizer import Authorizer
+from mlpilot.auth.gate import InferenceGate
 from mlpilot.dataserver import ServingServer, run_uvicorn, tune_server_process, uvicorn_options
 from mlpilot.deployments.feed import SnapshotFeed
-from mlpilot.settings import Settings
+from mlpilot.errors import FailedPrecondition
+from mlpilot.settings import Settings, auth_decision
 from mlpilot.store.leader import Leadership
 
 log = logging.getLogger("mlpilot.server")
@@ -31,8 +34,17 @@ class PlatformServer(ServingServer):
     request log, OIP v2 REST/gRPC, lifespan) plus the control API, the store's snapshot feed and the scheduler.
     """
 
-    def __init__(self, platform: Platform, *, grpc_port: int | None = None, scheduler: bool = False) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        grpc_port: int | None = None,
+        scheduler: bool = False,
+        authorizer: Authorizer | None = None,
+    ) -> None:
         """Args:
+        authorizer: check API keys on every route (``auth_decision``; docs/security.md); ``None``: nothing is
+            checked (loopback, and the SDK's embedded mode).
         scheduler: run due monitors and evaluate SLOs every ``monitors.tick_s``, and request-log retention and
             compaction every ``logs.maintain_every_s`` (server processes only, never in an SDK user's process).
             With ``server.leader_election`` only the process holding the ``scheduler`` lease runs them
@@ -58,6 +70,12 @@ class PlatformServer(ServingServer):
             catalog=platform.store,
             segments=platform.logs,
         )
+        self.authorizer = authorizer
+        if authorizer is not None:
+            self.control.state.authorizer = authorizer
+            gate = InferenceGate(self.http, authorizer, s.auth.open_deployments, s.server.max_body_bytes)
+            self.edge = gate
+            self.grpc_authorize = gate.authorize_grpc
         self.control.state.exiting = lambda: self.exiting()  # long-polls (api/snapshot.py) end when stopping
         self.feed = SnapshotFeed(
             platform.deployments,
@@ -176,9 +194,33 @@ class PlatformServer(ServingServer):
 
 
 def build_server(settings: Settings) -> PlatformServer:
-    """The server app for ``settings`` (what uvicorn runs)."""
+    """The server app for ``settings`` (what uvicorn runs); checks API keys when ``auth_decision`` says so."""
     s = settings.server
-    return PlatformServer(build_platform(settings), grpc_port=s.grpc_port if s.grpc else None, scheduler=True)
+    platform = build_platform(settings)
+    on, _ = auth_decision(settings)
+    authorizer = Authorizer(platform.store, cache_s=settings.auth.cache_s) if on else None
+    return PlatformServer(platform, grpc_port=s.grpc_port if s.grpc else None, scheduler=True, authorizer=authorizer)
+
+
+def check_auth(settings: Settings) -> str:
+    """The line ``mlpilot up`` prints about authentication; with auth on, refuses to start without an active key.
+
+    Raises:
+        FailedPrecondition: auth is on and the store holds no active API key (nobody could use the server).
+    """
+    on, reason = auth_decision(settings)
+    if on:
+        platform = build_platform(settings)
+        try:
+            keys = platform.store.count_api_keys()
+        finally:
+            platform.close()
+        if keys == 0:
+            raise FailedPrecondition(
+                f"{reason}, but no API key exists, so nobody could use this server: create one first with "
+                "`mlpilot auth create-key admin --scopes admin` (same --home/store), or listen on 127.0.0.1 only"
+            )
+    return reason
 
 
 def worker_app() -> PlatformServer:
@@ -194,6 +236,7 @@ def serve(settings: Settings) -> None:
 
     s = settings.server
     host, port = s.host, s.port
+    auth_line = check_auth(settings)  # refuses before anything binds
     print(f"mlpilot {__version__} serving on http://{host}:{port}  (home {settings.home.resolve()})")
     print(
         f"  inference  http://{host}:{port}/v2   gRPC {host}:{s.grpc_port if s.grpc else '-'}   "
@@ -201,8 +244,8 @@ def serve(settings: Settings) -> None:
     )
     print(f"  control    http://{host}:{port}/api/v1   OpenAPI http://{host}:{port}/docs")
     print(f"  dashboard  http://{host}:{port}/ui/")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print("  WARNING: no authentication yet: anyone who can reach this address can change deployments")
+    print(f"  {auth_line}", flush=True)
+    log.info("%s", auth_line)
     common = uvicorn_options(settings)
     if s.workers > 1 and settings.executor.kind == "ray":
         from mlpilot.errors import InvalidArgument
@@ -221,6 +264,8 @@ def serve(settings: Settings) -> None:
             os.environ["MLPILOT_ARTIFACTS__STORAGE_OPTIONS"] = json.dumps(settings.artifacts.storage_options)
         os.environ["MLPILOT_SERVER__GRPC_PORT"] = str(s.grpc_port)
         os.environ["MLPILOT_SERVER__GRPC"] = "1" if s.grpc else "0"
+        os.environ["MLPILOT_SERVER__HOST"] = s.host  # auth.mode auto decides on the address
+        os.environ["MLPILOT_AUTH__MODE"] = settings.auth.mode
         build_platform(settings).close()  # migrate once before the workers race to do it
         uvicorn.run("mlpilot.server:worker_app", factory=True, workers=s.workers, **common)
     else:

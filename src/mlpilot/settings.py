@@ -198,6 +198,34 @@ class LLMSettings(BaseModel):
     prices: dict[str, LLMPrice] = Field(default_factory=dict)
 
 
+class AuthSettings(BaseModel):
+    """Authentication and authorization of the server's routes (see docs/security.md)."""
+
+    #: ``auto``: off when the server listens on a loopback address only (127.0.0.1, ::1, localhost), on otherwise;
+    #: ``on``: every non-public route needs an API key; ``off``: nothing is checked (trusted networks only).
+    mode: Literal["auto", "on", "off"] = "auto"
+    #: deployments whose inference (OIP v2, OpenAI API, gRPC) stays open without a key while auth is on.
+    open_deployments: list[str] = Field(default_factory=list)
+    #: how long a server trusts a key it verified before reading it again (revocation by another process, or a
+    #: change of its scopes, is seen within this many seconds; a revocation through this process at once).
+    cache_s: float = Field(5.0, ge=0, le=300)
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def auth_decision(settings: Settings) -> tuple[bool, str]:
+    """Whether the server checks credentials, and why (the line ``mlpilot up`` prints at start)."""
+    mode, host = settings.auth.mode, settings.server.host
+    if mode == "on":
+        return True, "auth on: auth.mode is on"
+    if mode == "off":
+        return False, f"auth off: auth.mode is off (anyone who can reach {host} can change deployments)"
+    if host in LOOPBACK_HOSTS:
+        return False, f"auth off: listening on loopback only ({host})"
+    return True, f"auth on: listening on {host}, not loopback only (auth.mode auto)"
+
+
 class Settings(BaseSettings):
     """Everything configurable in mlpilot.
 
@@ -220,6 +248,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{(self.home / 'mlpilot.db').resolve()}"

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from mlpilot import __version__
 from mlpilot.api import (
     artifacts,
+    auth,
     deployments,
     events,
     incidents,
@@ -30,6 +31,7 @@ def create_api(platform: Platform) -> FastAPI:
         description="Registry, deployments and events of mlpilot. Every route declares its scope in x-mlpilot-scope.",
     )
     app.state.platform = platform
+    app.state.authorizer = None  # set by the server when auth is on (docs/security.md)
     install_error_handlers(app)
     modules = (
         artifacts,
@@ -43,6 +45,7 @@ def create_api(platform: Platform) -> FastAPI:
         incidents,
         ui,
         ui_registry,
+        auth,
     )
     for module in modules:
         app.include_router(module.router)

@@ -27,7 +27,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _mlpilot(_request: Request, exc: MlpilotError) -> JSONResponse:
         if exc.http_status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+        headers = {"WWW-Authenticate": 'Bearer realm="mlpilot"'} if exc.kind is ErrorKind.UNAUTHENTICATED else None
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from mlpilot import __version__
-from mlpilot.cli import apps, deploy, incidents, llm, monitors, observe, predict, registry, rollouts, server, ship
+from mlpilot.cli import apps, auth, deploy, incidents, llm, monitors, observe, predict, registry, rollouts, server, ship
 from mlpilot.cli.context import CliContext
 from mlpilot.cli.output import err_console
 from mlpilot.errors import MlpilotError
@@ -54,6 +54,7 @@ ship.install(app)
 llm.install(app)
 apps.install(app)
 incidents.install(app)
+auth.install(app)
 
 
 def main() -> None:

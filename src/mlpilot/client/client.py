@@ -19,6 +19,7 @@ import orjson
 import pandas as pd
 
 from mlpilot.blobs import BlobStore
+from mlpilot.client.auth import AuthKeys
 from mlpilot.client.llm import LLMArtifacts
 from mlpilot.client.oip import Prediction, build_request, parse_response
 from mlpilot.errors import (
@@ -58,14 +59,17 @@ from mlpilot.settings import Settings
 API = "/api/v1"
 
 
-class Client(LLMArtifacts):
+class Client(LLMArtifacts, AuthKeys):
     """The mlpilot SDK.
 
     Args:
         url: a server's base URL (``http://host:8000``); default ``MLPILOT_URL``, else embedded mode.
         home: embedded mode's home directory (default ``MLPILOT_HOME`` or ``./.mlpilot``).
         settings: full settings for embedded mode (overrides ``home``).
-        actor: recorded as the actor of every change (default: settings/OS user).
+        actor: recorded as the actor of every change (default: settings/OS user; with an API key the server
+            records ``key:<name>`` unless the key is admin).
+        api_key: sent as ``Authorization: Bearer …`` in remote mode (default ``MLPILOT_API_KEY``); embedded mode
+            needs none.
         timeout: seconds per HTTP request in remote mode.
 
     Raises (from every method): the :mod:`mlpilot.errors` class the server chose (``NotFound``, ``Conflict`` …);
@@ -80,9 +84,13 @@ class Client(LLMArtifacts):
         settings: Settings | None = None,
         actor: str | None = None,
         timeout: float = 60.0,
+        api_key: str | None = None,
     ) -> None:
         url = url or (os.environ.get("MLPILOT_URL") if home is None and settings is None else None)
         headers = {"x-mlpilot-actor": actor} if actor else {}
+        api_key = api_key or os.environ.get("MLPILOT_API_KEY")
+        if url and api_key:
+            headers["authorization"] = f"Bearer {api_key}"
         self._platform: Any = None
         self._metadata_cache: dict[tuple[str, str | None], tuple[float, dict[str, Any]]] = {}
         if url:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +90,23 @@ def _param(p: Any) -> Any:
     return getattr(p, which) if which else None
 
 
+#: ``authorize(method, model, metadata)``: raises ``MlpilotError`` (unauthenticated, permission denied) to refuse a
+#: call; supplied by the server when authentication is on (``mlpilot.auth.gate``), the data plane never checks keys.
+Authorize = Callable[[str, "str | None", Mapping[str, str]], Awaitable[None]]
+
+
 class InferenceServicer:
     """Handlers of ``inference.GRPCInferenceService``."""
 
-    def __init__(self, dataplane: DataPlane, server_name: str = "mlpilot", server_version: str = "") -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        server_name: str = "mlpilot",
+        server_version: str = "",
+        authorize: Authorize | None = None,
+    ) -> None:
         self.dp = dataplane
+        self.authorize = authorize
         self.m = _messages()
         self.server_name = server_name
         self.server_version = server_version
@@ -112,7 +125,7 @@ class InferenceServicer:
             SERVICE,
             {
                 name: grpc.unary_unary_rpc_method_handler(
-                    self._guard(fn),
+                    self._guard(fn, name),
                     request_deserializer=m[req].FromString,
                     response_serializer=m[resp].SerializeToString,
                 )
@@ -120,9 +133,12 @@ class InferenceServicer:
             },
         )
 
-    def _guard(self, fn: Any) -> Any:
+    def _guard(self, fn: Any, method: str) -> Any:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
+                if self.authorize is not None:
+                    model = getattr(request, "model_name", None) or getattr(request, "name", None)
+                    await self.authorize(method, model, dict(context.invocation_metadata() or ()))
                 return await fn(request, context)
             except MlpilotError as exc:
                 await context.abort(GRPC_STATUS[exc.kind], exc.message)
@@ -234,12 +250,16 @@ class InferenceServicer:
         return resp
 
 
-async def start_grpc_server(dataplane: DataPlane, host: str, port: int, server_version: str = "") -> grpc.aio.Server:
+async def start_grpc_server(
+    dataplane: DataPlane, host: str, port: int, server_version: str = "", authorize: Authorize | None = None
+) -> grpc.aio.Server:
     """Start the gRPC server on the running event loop; returns it (``await server.stop(grace)`` to stop)."""
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", 64 * 1024**2), ("grpc.max_send_message_length", 64 * 1024**2)]
     )
-    server.add_generic_rpc_handlers((InferenceServicer(dataplane, server_version=server_version).handler(),))
+    server.add_generic_rpc_handlers(
+        (InferenceServicer(dataplane, server_version=server_version, authorize=authorize).handler(),)
+    )
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind gRPC to {host}:{port}")

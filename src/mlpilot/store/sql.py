@@ -38,6 +38,7 @@ from mlpilot.records import (
     Event,
 )
 from mlpilot.store import tables as t
+from mlpilot.store.apikeys import ApiKeysMixin
 from mlpilot.store.incidents import HealingPoliciesMixin, IncidentsMixin
 from mlpilot.store.leases import LeasesMixin
 from mlpilot.store.mixin import utc
@@ -86,7 +87,15 @@ def create_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
         ) from exc
 
 
-class Store(ObservationsMixin, MonitoringMixin, RolloutsMixin, IncidentsMixin, HealingPoliciesMixin, LeasesMixin):
+class Store(
+    ObservationsMixin,
+    MonitoringMixin,
+    RolloutsMixin,
+    IncidentsMixin,
+    HealingPoliciesMixin,
+    LeasesMixin,
+    ApiKeysMixin,
+):
     """Persistence of artifacts, aliases, events and deployments.
 
     Args:

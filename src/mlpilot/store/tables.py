@@ -303,6 +303,23 @@ leases = Table(
     Column("expires_at", Ts, nullable=False),
 )
 
+# API keys (docs/security.md): the secret is stored only as a salted scrypt hash; ``prefix`` (from the key itself)
+# finds the row. ``deployments`` empty = every deployment. A revoked key keeps its row (its name stays taken).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False, unique=True),
+    Column("hash", String(256), nullable=False),
+    Column("scopes", Json, nullable=False),
+    Column("deployments", Json, nullable=False),
+    Column("created_at", Ts, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("revoked_at", Ts, nullable=True),
+    Column("last_used_at", Ts, nullable=True),
+)
+
 # Monotonic counters (e.g. the routing snapshot version), bumped inside the writing transaction.
 counters = Table(
     "counters",
@@ -314,6 +331,7 @@ counters = Table(
 __all__ = [
     "alerts",
     "aliases",
+    "api_keys",
     "artifact_versions",
     "artifacts",
     "bindings",

@@ -351,6 +351,48 @@ def check_incident_placement_race(make_store: StoreFactory) -> None:
         assert sorted(incidents[0].alerts) == [0, 1, 2, 3, 4]
 
 
+def check_api_keys(make_store: StoreFactory) -> None:
+    """API keys: created with an event, found by prefix with their hash, listed without revoked ones, names unique
+    forever, revoked once (idempotent) with an event, ``last_used_at`` written at most once a minute."""
+    clock = VirtualClock()
+    store = make_store(clock)
+    assert store.count_api_keys() == 0
+    a = store.create_api_key("ci", "0a1b2c3d", "scrypt$h", ["read", "predict"], ["iris"], "alice")
+    assert (a.name, a.scopes, a.deployments, a.created_by, a.active) == (
+        "ci",
+        ["read", "predict"],
+        ["iris"],
+        "alice",
+        True,
+    )
+    found = store.api_key_by_prefix("0a1b2c3d")
+    assert found is not None and found[0] == a and found[1] == "scrypt$h"
+    assert store.api_key_by_prefix("ffffffff") is None
+    for name, prefix in (("ci", "11111111"), ("other", "0a1b2c3d")):
+        try:
+            store.create_api_key(name, prefix, "h", ["read"], [], "alice")
+            raise AssertionError(f"a duplicate key {name}/{prefix} was accepted")
+        except Conflict:
+            pass
+    assert store.touch_api_key(a.id)
+    assert not store.touch_api_key(a.id)  # within the minute
+    clock.advance(61)
+    assert store.touch_api_key(a.id)
+    assert store.get_api_key("ci").last_used_at == clock.now()
+    revoked = store.revoke_api_key("ci", "bob")
+    assert revoked.revoked_at == clock.now() and not revoked.active
+    assert store.revoke_api_key("ci", "bob").revoked_at == revoked.revoked_at  # idempotent
+    assert store.count_api_keys() == 0 and store.list_api_keys() == []
+    assert [k.name for k in store.list_api_keys(include_revoked=True)] == ["ci"]
+    try:
+        store.revoke_api_key("nope", "bob")
+        raise AssertionError("revoking an unknown key succeeded")
+    except NotFound:
+        pass
+    events = store.list_events(subject="apikey:ci")
+    assert [(e.action, e.actor) for e in events] == [("apikey.created", "alice"), ("apikey.revoked", "bob")]
+
+
 STORE_CHECKS: tuple[Callable[[StoreFactory], None], ...] = (
     check_schema_matches_tables,
     check_versions_are_consecutive,
@@ -365,6 +407,7 @@ STORE_CHECKS: tuple[Callable[[StoreFactory], None], ...] = (
     check_lease_arguments,
     check_lease_race,
     check_incident_placement_race,
+    check_api_keys,
 )
 
 

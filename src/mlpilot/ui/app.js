@@ -55,7 +55,10 @@ export async function api(path, { method = "GET", body, params } = {}) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
   }
+  const key = localStorage.getItem("mlpilot-api-key");
+  if (key) init.headers.authorization = `Bearer ${key}`;
   const r = await fetch(url, init);
+  if (r.status === 401 && askForKey(key)) return api(path, { method, body, params });
   if (r.status === 204) return null;
   const text = await r.text();
   let data = null;
@@ -70,6 +73,17 @@ export async function api(path, { method = "GET", body, params } = {}) {
     throw new ApiError(r.status, typeof msg === "string" ? msg : JSON.stringify(msg), data && data.kind);
   }
   return data;
+}
+
+/** Auth is on (docs/security.md): ask once for an API key (kept in this browser's localStorage); true to retry. */
+function askForKey(rejected) {
+  const entered = window.prompt(
+    (rejected ? "That API key was refused. " : "This server needs an API key. ") +
+      "Paste a key with the read scope (deploy or admin to change things): mlpilot auth create-key NAME --scopes read",
+  );
+  if (!entered || !entered.trim()) return false;
+  localStorage.setItem("mlpilot-api-key", entered.trim());
+  return true;
 }
 
 export function actor() {
