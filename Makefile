@@ -43,8 +43,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# the suite runs on TEST_WORKERS pytest-xdist workers (tests that run Ray share one: tests/conftest.py); 0 = serial
-TEST_WORKERS ?= 2
+# TEST_WORKERS=2 runs the suite on two pytest-xdist workers (~17 min instead of ~25 here; tests that run Ray share
+# one: tests/conftest.py). Serial is the default: a few end-to-end modules build on the state earlier tests of the
+# module left, and under xdist their module fixtures were sometimes rebuilt between tests.
+TEST_WORKERS ?= 0
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadgroup)
 
 test: lint typecheck
