@@ -18,6 +18,7 @@ import pytest
 from mlpilot import Client
 from mlpilot.records import RolloutPhase
 from tests.e2e.test_incident_loop import ENV as INCIDENT_ENV
+from tests.e2e.test_incident_loop import _wait
 from tests.e2e.test_incident_loop import test_a_bad_candidate_is_diagnosed_and_its_rollout_aborted as _bad_candidate
 from tests.factories import iris_frame
 from tests.helpers import ServerProcess
@@ -100,16 +101,6 @@ class Load(threading.Thread):
             w.start()
         for w in workers:
             w.join()
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = check()
-        if out:
-            return out
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _serving(c: Client) -> None:

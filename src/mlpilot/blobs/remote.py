@@ -38,6 +38,20 @@ log = logging.getLogger("mlpilot.blobs")
 
 T = TypeVar("T")
 
+
+def object_store_call(url: str, what: str, call: Callable[[], T]) -> T:
+    """Run a call on the object store at ``url``; its failures become ``Unavailable`` naming the URL and what was
+    being done (``InvalidArgument`` when the filesystem refused its storage options)."""
+    try:
+        return call()
+    except MlpilotError:
+        raise
+    except TypeError as exc:  # the filesystem refused an option (raised on its first call)
+        raise InvalidArgument(f"the storage options of {url} were refused: {exc}") from exc
+    except Exception as exc:
+        raise Unavailable(f"object storage at {url} failed while {what}: {type(exc).__name__}: {exc}") from exc
+
+
 #: upload part size: S3's smallest multipart part (s3fs holds about three copies of a part while sending it).
 _UPLOAD_BLOCK = 5 * _CHUNK
 #: download read size: each read is one ranged GET (no read-ahead cache, which could grow with the object).
@@ -138,15 +152,7 @@ class FsspecBlobStore(BlobStore):
         return f"{self._base}/{digest_key(digest)}"
 
     def _remote(self, what: str, call: Callable[[], T]) -> T:
-        """Run an object-store call; its failures become ``Unavailable`` naming the URL and what was being done."""
-        try:
-            return call()
-        except MlpilotError:
-            raise
-        except TypeError as exc:  # the filesystem refused an option (raised on its first call)
-            raise InvalidArgument(f"the storage options of {self.url} were refused: {exc}") from exc
-        except Exception as exc:
-            raise Unavailable(f"object storage at {self.url} failed while {what}: {type(exc).__name__}: {exc}") from exc
+        return object_store_call(self.url, what, call)
 
     # ---------------------------------------------------------------------------------------------- writes
 

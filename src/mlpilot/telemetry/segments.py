@@ -25,7 +25,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mlpilot.errors import InvalidArgument, MissingExtra, MlpilotError, Unavailable
+from mlpilot.blobs.remote import object_store_call
+from mlpilot.errors import InvalidArgument, MissingExtra, Unavailable
 from mlpilot.telemetry.compaction import is_merged, merged_sources
 
 T = TypeVar("T")
@@ -134,16 +135,7 @@ class SegmentStore:
 
     def call(self, what: str, call: Callable[[], T]) -> T:
         """Run an object-store call; its failures become ``Unavailable`` naming the URL and what was being done."""
-        try:
-            return call()
-        except MlpilotError:
-            raise
-        except TypeError as exc:  # the filesystem refused an option (raised on its first call)
-            raise InvalidArgument(f"the storage options of {self.remote} were refused: {exc}") from exc
-        except Exception as exc:
-            raise Unavailable(
-                f"object storage at {self.remote} failed while {what}: {type(exc).__name__}: {exc}"
-            ) from exc
+        return object_store_call(self.remote, what, call)
 
     def path_of(self, relative: str) -> str:
         """The filesystem path of ``<deployment>/dt=…/hour=…/<name>`` under the remote."""
