@@ -88,13 +88,32 @@ def store_factory(request: pytest.FixtureRequest) -> StoreMaker:
 
 
 #: `make test` runs 2 pytest-xdist workers with ``--dist loadgroup``: the tests of one file share a worker (module
-#: fixtures are built once and tests that build on an earlier one's state keep their order), and every test that runs
-#: Ray (a local Ray per session, or a server that starts its own) shares one worker, so two Ray clusters never compete
-#: for this machine's two cores.
+#: fixtures are built once per run), and every test that runs Ray (a local Ray per session, or a server that starts its
+#: own) shares one worker, so two Ray clusters never compete for this machine's two cores.
 _RAY_TESTS = ("tests/integration/executors/", "tests/e2e/test_ray_executor.py", "tests/e2e/test_scale_out.py")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group("ray" if path.startswith(_RAY_TESTS) else path))
+def xdist_group(nodeid: str) -> str:
+    """The unit of work a test belongs to under ``--dist loadgroup``: its file, or "ray"."""
+    path = nodeid.split("::", 1)[0]
+    return "ray" if path.startswith(_RAY_TESTS) else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Schedule ``--dist loadgroup`` by :func:`xdist_group` of the node id, not by ``xdist_group`` marks.
+
+    xdist's loadgroup reads a mark's group from an ``@group`` suffix its worker appends to the node id by assigning
+    ``item._nodeid``; pytest 9.2 keeps node ids elsewhere (``Node._id``), so the suffix silently never appeared and
+    every test became its own unit: the tests of one module ran on both workers, each building the module's fixtures
+    (pytest-xdist issue #1386). Grouping here, on the controller, does not depend on that side channel.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileOrRayScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return FileOrRayScheduling(config, log)

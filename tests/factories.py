@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,3 +139,23 @@ class SlowRowSum:
 
         time.sleep(0.05)
         return (np.asarray(X, dtype=float).sum(axis=1) > 10).astype(np.int64)
+
+
+def index_tar(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w") -> bytes:
+    """An index archive (``manifest.json`` first) with ``members`` (data None: a link, a device …), as bytes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:  # type: ignore[call-overload]
+        manifest = tarfile.TarInfo("manifest.json")
+        manifest.size = 2
+        tar.addfile(manifest, io.BytesIO(b"{}"))
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def tar_member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    return info

@@ -84,7 +84,7 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
         max_bytes=arts.max_upload_bytes,
         cache_max_bytes=arts.cache_max_bytes,
     )
-    registry = Registry(store, blobs, tmp_dir=settings.home / "tmp")
+    registry = Registry(store, blobs, tmp_dir=settings.home / "tmp", artifacts=settings.artifacts)
     logs = settings.log_segments()
     feedback = FeedbackService(store, logs)
     drift = DriftMonitor(store, registry, logs)
@@ -113,7 +113,9 @@ def build_platform(settings: Settings, clock: Clock | None = None, migrate: bool
             log.exception("placing alerts into incidents")
         return changes
 
-    monitors = MonitorService(store, registry, feedback, logs, clock, evaluate_slos=evaluate_slos)
+    monitors = MonitorService(
+        store, registry, feedback, logs, clock, evaluate_slos=evaluate_slos, max_rows=settings.monitors.max_rows
+    )
 
     def defaults(deployment: str, actor: str) -> None:
         if ms.defaults_on_deploy:

@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -31,15 +31,20 @@ from mlpilot.errors import MissingExtra
 from mlpilot.executors import Executor
 from mlpilot.serving.dataplane import DataPlane
 from mlpilot.serving.http import InferenceApp, Receive, Scope, Send
+from mlpilot.serving.limits import Rate
 from mlpilot.serving.metrics import Metrics
 from mlpilot.serving.remote_feed import RemoteFeed
 from mlpilot.serving.snapshot import RoutingSnapshot
 from mlpilot.serving.tracing import RequestTracer
 from mlpilot.settings import Settings
 from mlpilot.telemetry.compaction import SegmentCatalog
+from mlpilot.telemetry.redact import Redactor, install_log_redaction
 from mlpilot.telemetry.reqlog import RequestLog, Segment
 from mlpilot.telemetry.segments import SegmentStore
 from mlpilot.telemetry.shipping import SegmentShipper, ShipReport
+
+if TYPE_CHECKING:
+    from mlpilot.auth.authorizer import Authorizer
 
 log = logging.getLogger("mlpilot.server")
 
@@ -88,6 +93,9 @@ class ServingServer:
             metrics=Metrics(per_request=s.server.metrics),
             llm_prices={name: price.model_dump() for name, price in s.llm.prices.items()},
             executor=executor,
+            caller_rate=Rate.of(s.limits.key_rate_per_s, s.limits.key_burst),
+            max_callers=s.limits.max_callers,
+            max_in_flight=s.limits.max_in_flight,
         )
         self.tracer_provider = _tracer_provider(s) if s.tracing.enabled else None
         self.http = InferenceApp(
@@ -108,6 +116,8 @@ class ServingServer:
         self.grpc_port = grpc_port
         #: True once the process is stopping (set by :func:`run_uvicorn`): long-polls answer at once.
         self.exiting: Callable[[], bool] = lambda: False
+        #: the one app of a dedicated server process (:func:`dedicate`): tunes the process's garbage collector
+        self.dedicated = False
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -130,6 +140,7 @@ class ServingServer:
             durability=s.durability,
             on_segment=on_segment,
             on_drop=dropped,
+            redactor=redactor(self.settings),
         )
 
     def _shipper(self, segments: SegmentStore, catalog: SegmentCatalog | None) -> SegmentShipper:
@@ -148,8 +159,11 @@ class ServingServer:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
 
-        def done() -> None:
-            loop.call_soon_threadsafe(fut.set_result, None)
+        def done(error: BaseException | None = None) -> None:  # error: the record cannot be made durable (503)
+            if error is None:
+                loop.call_soon_threadsafe(fut.set_result, None)
+            else:
+                loop.call_soon_threadsafe(fut.set_exception, error)
 
         self.reqlog.append_durable(record, done)
         await fut
@@ -179,6 +193,9 @@ class ServingServer:
                     self.dataplane, self.settings.server.host, self.grpc_port, __version__, self.grpc_authorize
                 )
             self._started = True
+            if self.dedicated and self.settings.server.gc_freeze and not gc.get_freeze_count():
+                gc.collect()
+                gc.freeze()  # code, models and the snapshot live as long as the process: out of every collection
 
     async def _cancel_tasks(self) -> None:
         for task in self._tasks:
@@ -248,6 +265,7 @@ class DataServer(ServingServer):
     Args:
         headers: sent with every request to the control plane (credentials, once the API checks them).
         wait_s: how long one long-poll may be held by the control plane.
+        authorizer: checks credentials on inference (``mlpilot.auth.remote``); ``None``: nothing is checked.
     """
 
     def __init__(
@@ -258,6 +276,7 @@ class DataServer(ServingServer):
         grpc_port: int | None = None,
         headers: Mapping[str, str] | None = None,
         wait_s: float = 30.0,
+        authorizer: Authorizer | None = None,
     ) -> None:
         home = settings.home
         self.control_url = control_url.rstrip("/")
@@ -275,6 +294,13 @@ class DataServer(ServingServer):
         )
         assert isinstance(self.dataplane, FedDataPlane)
         self.dataplane.feed_loaded = lambda: self.feed.loaded
+        self.authorizer = authorizer  # keys asked of the control plane, tokens checked here (mlpilot.auth.remote)
+        if authorizer is not None:
+            from mlpilot.auth.gate import InferenceGate
+
+            s = settings
+            gate = InferenceGate(self.http, authorizer, s.auth.open_deployments, s.server.max_body_bytes)
+            self.edge, self.grpc_authorize = gate, gate.authorize_grpc
 
     async def _start_feeds(self) -> None:
         await self.feed.restore()
@@ -296,6 +322,8 @@ class DataServer(ServingServer):
 
     def close(self) -> None:
         self.blobs.close()
+        if self.authorizer is not None:
+            self.authorizer.close()
 
     async def apply(self, snapshot: RoutingSnapshot) -> bool:
         """Apply ``snapshot`` as if the control plane had sent it (tests, tools)."""
@@ -351,11 +379,19 @@ def tune_server_process(settings: Settings) -> None:
     Background threads (the request-log writer, shadow runs) hold the GIL for up to the switch interval each time
     the event loop wants it; 5 ms by default shows up directly in the tail latency. Queued log records are many
     small objects: full (gen-2) collections over them pause the event loop for tens of ms, so the old
-    generation is collected 10x less often; young collections are unchanged.
+    generation is collected 10x less often; young collections are unchanged. Every log record is scrubbed of
+    secrets and redacted fields (:func:`mlpilot.telemetry.redact.install_log_redaction`).
     """
     sys.setswitchinterval(settings.server.gil_switch_interval_s)
+    install_log_redaction(redactor(settings))  # secrets never reach this process's log output
     g0, g1, _ = gc.get_threshold()
     gc.set_threshold(g0, g1, 100)
+
+
+def redactor(settings: Settings) -> Redactor:
+    """The redaction of the request log and the log output (``logs.redact_*``; docs/security.md "Redaction")."""
+    s = settings.logs
+    return Redactor(s.redact_fields, s.redact_mode, s.redact_salt.get_secret_value())
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -370,11 +406,20 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def dedicate(app: ServingServer) -> ServingServer:
+    """Mark ``app`` as the one app of this server process: the garbage collector's pauses are measured
+    (``mlpilot_gc_pause_seconds``) and, once it is ready, what is alive is frozen (``server.gc_freeze``)."""
+    app.dedicated = True
+    app.dataplane.metrics.watch_gc()
+    return app
+
+
 def run_uvicorn(app: ServingServer, settings: Settings) -> None:
     """Serve ``app`` in this process until interrupted (one process; ``app.exiting()`` turns true on the signal)."""
     import uvicorn
 
     tune_server_process(settings)
+    dedicate(app)
     server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings)))
     app.exiting = lambda: server.should_exit
     server.run()
@@ -382,8 +427,12 @@ def run_uvicorn(app: ServingServer, settings: Settings) -> None:
         sys.exit(3)  # what uvicorn.run does when the server could not start (the port is taken …)
 
 
-def serve_data(settings: Settings, control_url: str) -> None:
-    """Run a data-plane-only process in the foreground until interrupted (``mlpilot serve --control-url``)."""
+def serve_data(settings: Settings, control_url: str, api_key_env: str = "MLPILOT_API_KEY") -> None:
+    """Run a data-plane-only process in the foreground until interrupted (``mlpilot serve --control-url``); it sends
+    the key in ``$api_key_env`` to the control plane, and checks credentials when ``auth_decision`` says so."""
+    from mlpilot.auth.remote import remote_authorizer
+    from mlpilot.settings import auth_decision
+
     s = settings.server
     host, port = s.host, s.port
     home = Path(settings.home).resolve()
@@ -393,8 +442,12 @@ def serve_data(settings: Settings, control_url: str) -> None:
         f"metrics http://{host}:{port}/metrics"
     )
     print(f"  follows    {control_url}   (snapshot kept in {home / 'snapshot.json'})")
+    on, auth_line = auth_decision(settings)
+    print(f"  {auth_line}" + ("; keys verified by the control plane" if on else ""), flush=True)
     settings.home.mkdir(parents=True, exist_ok=True)
-    key = os.environ.get("MLPILOT_API_KEY")  # the control plane's routes need a read key when its auth is on
+    key = os.environ.get(api_key_env)  # the control plane's routes need a read key when its auth is on
     headers = {"authorization": f"Bearer {key}"} if key else None
-    server = DataServer(settings, control_url, grpc_port=s.grpc_port if s.grpc else None, headers=headers)
+    authorizer = remote_authorizer(settings, control_url) if on else None
+    grpc_port = s.grpc_port if s.grpc else None
+    server = DataServer(settings, control_url, grpc_port=grpc_port, headers=headers, authorizer=authorizer)
     run_uvicorn(server, settings)

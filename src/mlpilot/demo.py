@@ -304,8 +304,13 @@ def _heal(client: Client, say: Any, d: dict[str, Any]) -> None:
     time.sleep(1.5)  # verification skips the action's first moments (a quarter of verify_after here)
     served, refused = _labelled_traffic(client, d, rng, 80, 0.5)
     time.sleep(max(0.0, approved + 5.5 - time.monotonic()))  # verify_after_s
-    client.tick_monitors()  # what the server's scheduler does on its own: verify due remediations
-    [r] = [r for r in client.incident_remediations(inc.id) if r["action"] == action]
+    deadline = time.monotonic() + 30
+    while True:  # what the server's scheduler does on its own: verify due remediations (once the request log has
+        client.tick_monitors()  # the requests served since the action: on a busy machine that can take a while)
+        [r] = [r for r in client.incident_remediations(inc.id) if r["action"] == action]
+        if r["state"] != "executed" or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
     v = r.get("verification") or {}
     colour = "green" if r["state"] == "verified" else "red"
     say(

@@ -18,13 +18,17 @@ Third-party exceptions are translated at the adapter that called the library, wi
     ├── LoadError                      INVALID_ARGUMENT     a model file could not be loaded (corrupt, truncated …)
     ├── InferenceError                 INTERNAL             the model raised while predicting
     ├── IntegrityError                 DATA_LOSS            stored bytes do not match their digest
+    ├── ResourceExhausted              RESOURCE_EXHAUSTED   a rate limit was hit (``retry_after_s`` says when to retry)
+    ├── DeadlineExceeded               DEADLINE_EXCEEDED    the model did not answer within its timeout
     ├── Unavailable                    UNAVAILABLE          a dependency (store, server) cannot be reached
+    │   └── Overloaded                 UNAVAILABLE          the server shed the request (queue full, breaker open)
     └── MissingExtra                   UNIMPLEMENTED        an optional feature whose extra is not installed
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any
 
 
@@ -39,6 +43,7 @@ class ErrorKind(str, enum.Enum):
     UNAUTHENTICATED = "unauthenticated"
     RESOURCE_EXHAUSTED = "resource_exhausted"
     UNAVAILABLE = "unavailable"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
     UNIMPLEMENTED = "unimplemented"
     DATA_LOSS = "data_loss"
     INTERNAL = "internal"
@@ -54,6 +59,7 @@ HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.UNAUTHENTICATED: 401,
     ErrorKind.RESOURCE_EXHAUSTED: 429,
     ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.DEADLINE_EXCEEDED: 504,
     ErrorKind.UNIMPLEMENTED: 501,
     ErrorKind.DATA_LOSS: 500,
     ErrorKind.INTERNAL: 500,
@@ -66,14 +72,24 @@ class MlpilotError(Exception):
     Args:
         message: one line that says what was wrong and, for user mistakes, how to fix it.
         detail: optional machine-readable context (JSON-serialisable), returned by the API next to the message.
+        retry_after_s: when the caller may try again (the edges send ``Retry-After``); None: no advice.
     """
 
     kind: ErrorKind = ErrorKind.INTERNAL
 
-    def __init__(self, message: str, *, detail: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, *, detail: dict[str, Any] | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail or {}
+        self.retry_after_s = retry_after_s
+
+    def retry_after_header(self) -> str | None:
+        """``Retry-After`` in whole seconds (rounded up, at least 1), or None."""
+        if self.retry_after_s is None:
+            return None
+        return str(max(1, math.ceil(self.retry_after_s)))
 
     @property
     def http_status(self) -> int:
@@ -135,6 +151,20 @@ class Unavailable(MlpilotError):
     kind = ErrorKind.UNAVAILABLE
 
 
+class Overloaded(Unavailable):
+    """A request shed to protect the server: a variant's queue is full, or its circuit breaker is open."""
+
+
+class ResourceExhausted(MlpilotError):
+    """A rate limit was hit; ``retry_after_s`` says when a token is available again."""
+
+    kind = ErrorKind.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceeded(MlpilotError):
+    kind = ErrorKind.DEADLINE_EXCEEDED
+
+
 class MissingExtra(MlpilotError):
     """An optional feature was used without its extra; the message carries the exact pip command."""
 
@@ -161,6 +191,9 @@ _BY_NAME: dict[str, type[MlpilotError]] = {
         InferenceError,
         IntegrityError,
         Unavailable,
+        Overloaded,
+        ResourceExhausted,
+        DeadlineExceeded,
     )
 }
 _BY_KIND: dict[ErrorKind, type[MlpilotError]] = {
@@ -171,6 +204,8 @@ _BY_KIND: dict[ErrorKind, type[MlpilotError]] = {
     ErrorKind.UNAUTHENTICATED: Unauthenticated,
     ErrorKind.PERMISSION_DENIED: PermissionDenied,
     ErrorKind.UNAVAILABLE: Unavailable,
+    ErrorKind.RESOURCE_EXHAUSTED: ResourceExhausted,
+    ErrorKind.DEADLINE_EXCEEDED: DeadlineExceeded,
     ErrorKind.DATA_LOSS: IntegrityError,
 }
 

@@ -50,6 +50,10 @@ class Record(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+#: the largest value of the store's integer columns (signed 64-bit): ids, versions, revisions
+INT64_MAX = 2**63 - 1
+
+
 class ArtifactRef(Record):
     """``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME`` (the latest version)."""
 
@@ -66,8 +70,8 @@ class ArtifactRef(Record):
             return cls(name=check_name(name, "artifact name"), alias=check_alias(alias))
         if ":" in text:
             name, ver = text.rsplit(":", 1)
-            if not ver.isdigit() or int(ver) < 1:
-                raise InvalidArgument(f"invalid version in {text!r}: versions are integers starting at 1")
+            if not (ver.isascii() and ver.isdigit()) or not 1 <= int(ver) <= INT64_MAX:
+                raise InvalidArgument(f"invalid version in {text!r}: versions are integers from 1 to {INT64_MAX}")
             return cls(name=check_name(name, "artifact name"), version=int(ver))
         return cls(name=check_name(text, "artifact name"))
 
@@ -229,6 +233,22 @@ class QuarantineRule(Record):
         return self
 
 
+class DeploymentLimits(Record):
+    """Limits of a deployment's data plane (docs/serving.md "Limits"). ``rate_per_s``: requests per second over all
+    callers (a token bucket of ``burst`` tokens, default one second's worth; over it → 429 with Retry-After);
+    ``max_in_flight``: requests one variant serves at once before more are shed (503 with Retry-After; default the
+    server's ``limits.max_in_flight``); ``fallback``: the variant that answers while another variant's circuit
+    breaker is open (``breaker_failures`` consecutive server-side failures open it for ``breaker_open_s`` seconds;
+    no fallback, no breaker)."""
+
+    rate_per_s: float | None = Field(None, gt=0, le=1_000_000)
+    burst: int | None = Field(None, ge=1, le=1_000_000)
+    max_in_flight: int | None = Field(None, ge=1, le=1_000_000)
+    fallback: str | None = None
+    breaker_failures: int = Field(5, ge=1, le=10_000)
+    breaker_open_s: float = Field(30.0, gt=0, le=86_400)
+
+
 class DeploymentSpec(Record):
     """Desired state of a deployment. ``traffic`` maps live variants to integer weights summing to 100;
     ``quarantine`` rules are checked in order on every request (the first one a request breaks decides)."""
@@ -239,6 +259,7 @@ class DeploymentSpec(Record):
     sticky_header: str | None = Field(None, description="route requests with equal values of this header together")
     description: str = ""
     quarantine: list[QuarantineRule] = Field(default_factory=list)
+    limits: DeploymentLimits | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentSpec:
@@ -260,6 +281,11 @@ class DeploymentSpec(Record):
             raise InvalidArgument(f"variants {both} cannot be both live (weight > 0) and shadow")
         if self.sticky_header is not None and not re.match(r"^[A-Za-z0-9-]{1,64}$", self.sticky_header):
             raise InvalidArgument(f"invalid sticky header name {self.sticky_header!r}")
+        fallback = self.limits.fallback if self.limits else None
+        if fallback is not None and fallback not in names:
+            raise InvalidArgument(f"limits.fallback names {fallback!r}, which is not a variant; variants are {names}")
+        if fallback is not None and fallback in self.shadows:
+            raise InvalidArgument(f"limits.fallback {fallback!r} is a shadow; name a variant that answers requests")
         for rule in self.quarantine:
             if rule.variant is not None and rule.variant not in names:
                 raise InvalidArgument(

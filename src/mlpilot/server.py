@@ -12,15 +12,17 @@ import asyncio
 import json
 import logging
 import os
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mlpilot import __version__
 from mlpilot.app import Platform, build_api, build_executor, build_platform
-from mlpilot.auth.authorizer import Authorizer
+from mlpilot.auth.authorizer import Authorizer, store_authorizer
 from mlpilot.auth.gate import InferenceGate
-from mlpilot.dataserver import ServingServer, run_uvicorn, tune_server_process, uvicorn_options
+from mlpilot.dataserver import ServingServer, dedicate, run_uvicorn, tune_server_process, uvicorn_options
 from mlpilot.deployments.feed import SnapshotFeed
 from mlpilot.errors import FailedPrecondition
 from mlpilot.settings import Settings, auth_decision
@@ -77,9 +79,10 @@ class PlatformServer(ServingServer):
             self.edge = gate
             self.grpc_authorize = gate.authorize_grpc
         self.control.state.exiting = lambda: self.exiting()  # long-polls (api/snapshot.py) end when stopping
+        self._load_errors: dict[str, str] = {}  # deployments whose last load failed, as reported
         self.feed = SnapshotFeed(
             platform.deployments,
-            self.dataplane.apply,
+            self._apply,
             lambda: self.dataplane.snapshot_version,
             interval_s=s.server.snapshot_poll_s,
         )
@@ -90,8 +93,32 @@ class PlatformServer(ServingServer):
             else None
         )
         self.control.state.leadership = self.leadership
+        self._jobs = ThreadPoolExecutor(1, "mlpilot-jobs", initializer=_lower_priority, initargs=(s.server.jobs_nice,))
         self._job_lock = threading.Lock()  # held by the scheduler's job in flight; released before the lease
         self.job_runs: dict[str, int] = {}  # scheduler jobs this process ran, by name
+
+    async def _apply(self, snapshot: Any) -> bool:
+        """Apply a snapshot; a deployment that fails to load (a corrupt blob, an untrusted pickle, a broken file)
+        keeps its previous routing, and each new failure is a ``deployment.load_failed`` event naming why."""
+        applied = await self.dataplane.apply(snapshot)
+        if applied:
+            errors = dict(self.dataplane.status()["errors"])
+            new = {name: msg for name, msg in errors.items() if self._load_errors.get(name) != msg}
+            self._load_errors = errors
+            for name, msg in new.items():
+                after = {"error": msg, "snapshot_version": snapshot.version, "pid": os.getpid()}
+                try:
+                    await asyncio.to_thread(
+                        self.platform.store.append_event,
+                        "data-plane",
+                        "deployment.load_failed",
+                        f"deployment:{name}",
+                        None,
+                        after,
+                    )
+                except Exception as exc:  # the store is down: the data plane's log line still says it
+                    log.warning("could not record the load failure of %s: %s", name, exc)
+        return applied
 
     async def _start_feeds(self) -> None:
         try:
@@ -132,7 +159,7 @@ class PlatformServer(ServingServer):
                 last[name] = time.monotonic()
                 self.job_runs[name] = self.job_runs.get(name, 0) + 1
                 try:
-                    await asyncio.to_thread(self._run_job, job)
+                    await asyncio.get_running_loop().run_in_executor(self._jobs, self._run_job, job)
                 except Exception:  # a failing job (store outage …) is logged; the next round retries
                     log.exception("%s failed", name)
 
@@ -190,7 +217,20 @@ class PlatformServer(ServingServer):
         await super().stop()
 
     def close(self) -> None:
+        self._jobs.shutdown(wait=False)
         self.platform.close()
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority by ``nice`` (Linux: ``nice`` is per thread, and threads it starts
+    inherit it); elsewhere, or without permission, nothing changes."""
+    if nice <= 0 or sys.platform != "linux":
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError as exc:  # pragma: no cover - raising one's own nice value is always allowed on Linux
+        log.warning("could not lower the scheduler jobs' priority: %s", exc)
 
 
 def build_server(settings: Settings) -> PlatformServer:
@@ -198,7 +238,7 @@ def build_server(settings: Settings) -> PlatformServer:
     s = settings.server
     platform = build_platform(settings)
     on, _ = auth_decision(settings)
-    authorizer = Authorizer(platform.store, cache_s=settings.auth.cache_s) if on else None
+    authorizer = store_authorizer(settings, platform.store) if on else None
     return PlatformServer(platform, grpc_port=s.grpc_port if s.grpc else None, scheduler=True, authorizer=authorizer)
 
 
@@ -215,11 +255,13 @@ def check_auth(settings: Settings) -> str:
             keys = platform.store.count_api_keys()
         finally:
             platform.close()
-        if keys == 0:
+        if keys == 0 and not settings.auth.oidc.enabled:  # with OIDC, the provider's tokens get in
             raise FailedPrecondition(
                 f"{reason}, but no API key exists, so nobody could use this server: create one first with "
                 "`mlpilot auth create-key admin --scopes admin` (same --home/store), or listen on 127.0.0.1 only"
             )
+        if settings.auth.oidc.enabled:
+            reason += f"; OIDC bearer tokens from {settings.auth.oidc.issuer}"
     return reason
 
 
@@ -227,7 +269,9 @@ def worker_app() -> PlatformServer:
     """Factory for multi-worker mode: each worker process wires itself from the environment."""
     settings = Settings()
     tune_server_process(settings)
-    return build_server(settings)
+    app = build_server(settings)
+    dedicate(app)
+    return app
 
 
 def serve(settings: Settings) -> None:

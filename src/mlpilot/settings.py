@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -36,6 +36,14 @@ class ArtifactSettings(BaseModel):
     cache_dir: str = ""
     #: the cache's size bound in bytes (least recently used blobs are removed first).
     cache_max_bytes: int = Field(10 * 1024**3, gt=0)
+    #: trust every pickle-based model registered here (joblib/pickle, cloudpickle, Python source: loading them runs
+    #: their code) without the per-registration ``--trust-pickle`` / ``trust_pickle=True``; each version still
+    #: records the trust decision (docs/security.md, "Artifacts").
+    trust_pickle: bool = False
+    #: largest total size of the files of an archive (a packed index, a skops zip) once unpacked, in bytes.
+    max_unpacked_bytes: int = Field(16 * 1024**3, gt=0)
+    #: most members (files and directories) an archive may have.
+    max_archive_members: int = Field(100_000, gt=0)
 
 
 class ServerSettings(BaseModel):
@@ -55,6 +63,10 @@ class ServerSettings(BaseModel):
     #: Python's GIL switch interval in the server process, in seconds (the default 5 ms adds to tail latency
     #: whenever a background thread runs).
     gil_switch_interval_s: float = 0.0005
+    #: once the server is ready (models loaded), move every object alive then out of the garbage collector's reach
+    #: (``gc.freeze``): full collections then scan only what was created since — a few ms instead of ~200 ms every
+    #: ~15 s at thousands of requests/s, which showed as the p99 of whole minutes (BENCHMARKS.md "Soak").
+    gc_freeze: bool = True
     #: per-request Prometheus series (requests, latency per stage, batch sizes, in-flight); off only to measure
     #: what they cost — drops and errors are always counted.
     metrics: bool = True
@@ -63,6 +75,10 @@ class ServerSettings(BaseModel):
     leader_election: bool = True
     #: the leader's lease, in seconds: renewed every third of it, so a dead leader is replaced within ~4/3 of it.
     leader_lease_s: float = Field(6.0, gt=0, le=3600)
+    #: the scheduler's jobs (monitors, rollouts, request-log maintenance) run on a thread with this much lower CPU
+    #: priority (Linux ``nice``, inherited by the DuckDB threads they start), so a monitor reading an hour of
+    #: requests takes CPU that serving does not need instead of stalling it; 0: same priority as serving.
+    jobs_nice: int = Field(10, ge=0, le=19)
     #: the control plane a data-plane-only process (``mlpilot serve``) follows over its API (``http://host:8000``).
     control_url: str = ""
 
@@ -92,6 +108,15 @@ class LogSettings(BaseModel):
     storage_options: dict[str, Any] = Field(default_factory=dict)
     #: seconds between two shipping rounds (how late other processes and hosts see a process's records).
     ship_every_s: float = Field(30.0, gt=0)
+    #: input/output names and JSON keys (case-insensitive, also nested in LLM JSON) whose values never reach the
+    #: request log or its spill; a redacted feature can no longer be monitored. Secrets (API keys, bearer tokens,
+    #: passwords in URLs …) are scrubbed from its text whatever this says (docs/security.md, "Redaction").
+    redact_fields: list[str] = Field(default_factory=list)
+    #: ``mask``: values become ``[REDACTED]``; ``hash``: ``[REDACTED:<16 hex>]``, an HMAC-SHA256 with
+    #: ``redact_salt``, so equal values stay equal (joins, distinct counts) without being readable.
+    redact_mode: Literal["mask", "hash"] = "mask"
+    #: the secret key of ``redact_mode = "hash"`` (keep it stable: another salt gives other hashes).
+    redact_salt: SecretStr = SecretStr("")
 
     @field_validator("remote")
     @classmethod
@@ -99,6 +124,12 @@ class LogSettings(BaseModel):
         if v and "://" not in v:
             raise ValueError(f"logs.remote must be a URL (s3://bucket/prefix, file:///dir …), got {v!r}")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _redaction(self) -> LogSettings:
+        if self.redact_mode == "hash" and not self.redact_salt.get_secret_value():
+            raise ValueError("logs.redact_mode hash needs logs.redact_salt (a secret; MLPILOT_LOGS__REDACT_SALT)")
+        return self
 
 
 class TracingSettings(BaseModel):
@@ -128,6 +159,9 @@ class MonitorSettings(BaseModel):
     webhooks: list[str] = Field(default_factory=list)
     #: seconds a webhook call may take before it counts as failed (retried with backoff, 3 attempts).
     webhook_timeout_s: float = 5.0
+    #: most request-log rows a monitor reads from its window: a larger window is read as a uniform random sample of
+    #: this many rows (drift, quality, outliers …; the traffic monitor counts every request, reading 5 columns).
+    max_rows: int = Field(200_000, ge=1_000)
 
 
 class RolloutSettings(BaseModel):
@@ -198,6 +232,84 @@ class LLMSettings(BaseModel):
     prices: dict[str, LLMPrice] = Field(default_factory=dict)
 
 
+#: JWT algorithms ``auth.oidc.algorithms`` may name (``none`` never; ``HS*`` only with a shared secret).
+OIDC_ALGORITHMS = frozenset(
+    [f"{family}{bits}" for family in ("RS", "PS", "ES", "HS") for bits in (256, 384, 512)] + ["EdDSA"]
+)
+
+
+class OidcSettings(BaseModel):
+    """Bearer JWTs from an OpenID Connect provider (docs/security.md, "OIDC bearer tokens"); off while ``issuer`` is
+    empty. A bearer credential that is not an mlpilot key (``mlp_…``) is validated as a JWT: signature, ``iss``,
+    ``aud``, ``exp``/``nbf``/``iat`` (with ``leeway_s``)."""
+
+    #: the ``iss`` every token must carry, exactly (``https://idp.example.com/realms/main``); empty = OIDC off.
+    issuer: str = ""
+    #: the ``aud`` a token must name (the client id or API identifier mlpilot is registered as at the provider).
+    audience: str = ""
+    #: the provider's JSON Web Key Set, fetched over HTTP(S) and cached (``jwks_cache_s``), refetched when a token
+    #: names an unknown ``kid`` (at most every ``jwks_min_refresh_s``).
+    jwks_url: str = ""
+    #: the key set in a local file instead (offline; re-read when a token names an unknown ``kid``).
+    jwks_file: str = ""
+    #: signing algorithms accepted (``none`` never; ``HS256``/``HS384``/``HS512`` only with ``shared_secret``).
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    #: the shared secret of ``HS*`` tokens (never a key from the key set).
+    shared_secret: SecretStr | None = None
+    #: the claim holding mlpilot scopes: a space-separated string or a list (a dotted path reaches into objects).
+    scopes_claim: str = "scope"
+    #: a claim holding the provider's roles or groups (``groups``, ``realm_access.roles``); mapped by ``role_scopes``.
+    roles_claim: str = ""
+    #: provider values (of ``scopes_claim`` or ``roles_claim``) → mlpilot scopes: ``{"ml-admins": ["admin"]}``.
+    role_scopes: dict[str, list[str]] = Field(default_factory=dict)
+    #: a claim listing the deployments a token is granted (string or list; ``*`` = all). Empty: tokens are granted
+    #: every deployment. Set: a token without the claim is refused.
+    deployments_claim: str = ""
+    #: the claim naming who acts (events record ``oidc:<value>``).
+    actor_claim: str = "sub"
+    #: clock skew tolerated on ``exp``, ``nbf`` and ``iat``, in seconds.
+    leeway_s: float = Field(30.0, ge=0, le=600)
+    #: how long a fetched key set is used before it is fetched again, in seconds.
+    jwks_cache_s: float = Field(600.0, gt=0)
+    #: the least time between two fetches of the key set (unknown ``kid`` floods fetch at most this often), seconds.
+    jwks_min_refresh_s: float = Field(30.0, ge=0)
+    #: timeout of one key-set fetch, in seconds.
+    jwks_timeout_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> OidcSettings:
+        bad = [a for a in self.algorithms if a not in OIDC_ALGORITHMS]
+        if bad:
+            known = ", ".join(sorted(OIDC_ALGORITHMS))
+            raise ValueError(f"auth.oidc.algorithms: {', '.join(bad)} not accepted (never 'none'); use {known}")
+        if not self.issuer:
+            return self
+        if not self.algorithms:
+            raise ValueError("auth.oidc.algorithms is empty: name at least one, e.g. RS256")
+        hs = [a for a in self.algorithms if a.startswith("HS")]
+        if hs and not (self.shared_secret and self.shared_secret.get_secret_value()):
+            raise ValueError(f"auth.oidc.algorithms names {', '.join(hs)}: set auth.oidc.shared_secret for them")
+        if not self.audience:
+            raise ValueError("auth.oidc.audience is required with auth.oidc.issuer (the aud tokens must name)")
+        if self.jwks_url and self.jwks_file:
+            raise ValueError("give auth.oidc.jwks_url or auth.oidc.jwks_file, not both")
+        if len(hs) < len(self.algorithms) and not (self.jwks_url or self.jwks_file):
+            raise ValueError("auth.oidc needs jwks_url (or jwks_file) for its public-key algorithms")
+        if self.jwks_url and not self.jwks_url.startswith(("https://", "http://")):
+            raise ValueError(f"auth.oidc.jwks_url {self.jwks_url!r} is not an http(s) URL")
+        grantable = {"read", "predict", "write", "deploy", "admin"}
+        for role, scopes in self.role_scopes.items():
+            unknown = sorted(set(scopes) - grantable)
+            if unknown:
+                use = ", ".join(sorted(grantable))
+                raise ValueError(f"auth.oidc.role_scopes[{role!r}]: unknown scope(s) {', '.join(unknown)}; use {use}")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
+
 class AuthSettings(BaseModel):
     """Authentication and authorization of the server's routes (see docs/security.md)."""
 
@@ -209,6 +321,26 @@ class AuthSettings(BaseModel):
     #: how long a server trusts a key it verified before reading it again (revocation by another process, or a
     #: change of its scopes, is seen within this many seconds; a revocation through this process at once).
     cache_s: float = Field(5.0, ge=0, le=300)
+    #: a remote data plane (``mlpilot serve``) keeps trusting a key its control plane verified before for this many
+    #: seconds past ``cache_s`` while the control plane is unreachable; 0: it refuses (503) once ``cache_s`` passed.
+    offline_grace_s: float = Field(0.0, ge=0)
+    #: bearer JWTs from an OpenID Connect provider (off unless ``auth.oidc.issuer`` is set).
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
+
+
+class LimitSettings(BaseModel):
+    """Data-plane limits (docs/serving.md "Limits"); per deployment: ``DeploymentSpec.limits``."""
+
+    #: requests per second per caller (the API key's name; the client address when auth is off), over all
+    #: deployments; None: callers are not rate limited. Over it → 429 with Retry-After.
+    key_rate_per_s: float | None = Field(None, gt=0)
+    #: a caller's burst (tokens of its bucket); None: one second's worth.
+    key_burst: int | None = Field(None, ge=1)
+    #: callers whose buckets a server keeps (least recently seen dropped first).
+    max_callers: int = Field(10_000, ge=1)
+    #: requests one variant serves at once (waiting for a batch included) before more are shed with 503 and
+    #: Retry-After; a deployment's ``limits.max_in_flight`` overrides it.
+    max_in_flight: int = Field(512, ge=1)
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -249,6 +381,7 @@ class Settings(BaseSettings):
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{(self.home / 'mlpilot.db').resolve()}"

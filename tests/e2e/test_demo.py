@@ -18,7 +18,8 @@ def test_demo_tour_runs_and_each_chapter_reports(tmp_path: Path) -> None:
     assert "flags ['mean area', 'worst area']" in text  # the injected unit change, and nothing else
     assert "ALERT: 2 of 30 features drifted" in text
     assert "page alert fired" in text
-    assert "remediation.verified" in text and "incident.resolved" in text  # in the audit trail (the newest events)
+    heal = text[text.find("10. Diagnose and heal") :]  # the chapter, shown when it fails
+    assert "remediation.verified" in text and "incident.resolved" in text, heal  # in the audit trail (newest events)
     # chapter 9: the retrained model is promoted, the one with a segment bug is rolled back on realized accuracy
     assert "→ promoted: the last canary step passed" in text
     assert "→ rolled back: performance failed" in text and "confidence sequence" in text
@@ -38,5 +39,7 @@ def test_demo_tour_runs_and_each_chapter_reports(tmp_path: Path) -> None:
     assert "page alert firing" in again  # a re-run reuses the home; the alert is not fired twice
     assert "→ rolled back: performance failed" in again  # and the rollouts run again
     # the bug comes back: the earlier episode in the baseline does not hide it
-    assert re.search(r"\d+% upstream_rescale on feature:worst area", again) and "verified: error rate" in again
+    heal_again = again[again.find("10. Diagnose and heal") : again.find("11. Audit trail")]  # shown when it fails
+    assert re.search(r"\d+% upstream_rescale on feature:worst area", again), heal_again
+    assert "verified: error rate" in again, heal_again
     assert "index support-kb:1:" in again and "support-assistant:3" not in again  # reused, not re-registered

@@ -65,7 +65,7 @@ def test_records_are_shipped_to_s3_and_queried_back_through_the_api(
     server = ServerProcess(home, extra_env=env, args=("--no-grpc",))
     try:
         with Client(url=server.url) as c:
-            c.register_model("iris", case.save(tmp_path), sample=case.X.head(3))
+            c.register_model("iris", case.save(tmp_path), sample=case.X.head(3), trust_pickle=True)
             c.deploy("iris", "iris:1")
             _predict_when_loaded(c, case.X.head(1))
             ids = [c.predict("iris", case.X.iloc[i % 20 : i % 20 + 5]).request_id for i in range(0, 100, 5)]

@@ -197,7 +197,8 @@ def test_a_canary_rollout_promotes_on_ray(ray_server: Callable[[dict[str, str]],
         assert {"iris-v1", "iris-v2"} <= seen_during  # the canary split traffic over both applications
         assert load.variants == {"iris-v2"}
         assert load.failures == [], load.failures[:5]
-    assert replica_pids(server.pid, "mlpilot.iris.iris-v2.")
+    # a replica of the promoted variant runs (Serve may be replacing one that missed a health check under load)
+    _wait("a running replica of iris-v2", lambda: replica_pids(server.pid, "mlpilot.iris.iris-v2.") or None, 60)
     assert not replica_pids(server.pid, "mlpilot.iris.iris-v1.")  # retired: its application deleted
     assert server.stop() == []
 

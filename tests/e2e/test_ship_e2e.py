@@ -103,7 +103,7 @@ def test_ship_promotes_a_compatible_model_through_every_gate(tmp_path: Path) -> 
             traffic.start()
             time.sleep(1.5)  # some baseline traffic (and labels) before the candidate arrives
             result = run_cli(
-                "ship", str(v2_file), "--deployment", "iris",
+                "ship", str(v2_file), "--deployment", "iris", "--trust-pickle",
                 "--shadow", shadow, "--steps", "50,100", "--step-duration", "2s", "--step-samples", "20",
                 "--wait", "--timeout", "120",
                 home=tmp_path / "cli-home", url=server.url, check=False, timeout=240,

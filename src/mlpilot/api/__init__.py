@@ -20,6 +20,7 @@ from mlpilot.api import (
     ui_registry,
 )
 from mlpilot.api.errors import install_error_handlers
+from mlpilot.api.uploads import UploadLimit
 from mlpilot.app import Platform
 
 
@@ -33,6 +34,7 @@ def create_api(platform: Platform) -> FastAPI:
     app.state.platform = platform
     app.state.authorizer = None  # set by the server when auth is on (docs/security.md)
     install_error_handlers(app)
+    app.add_middleware(UploadLimit, limit_of=lambda: platform.settings.artifacts.max_upload_bytes)
     modules = (
         artifacts,
         deployments,

@@ -11,8 +11,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
+from mlpilot.api.params import INT64_MAX, Version
 from mlpilot.api.scopes import Scope, actor, platform, route
+from mlpilot.api.uploads import too_large
 from mlpilot.app import Platform
 from mlpilot.errors import InvalidArgument, MlpilotError
 from mlpilot.records import Alias, Artifact, ArtifactKind, ArtifactRef, ArtifactVersion, check_alias
@@ -36,12 +39,18 @@ def _json_field(raw: str | None, what: str, expect: type) -> Any:
 
 
 def _save(upload: UploadFile, into: Path, limit: int) -> Path:
+    """Copy an upload into scratch space; stop (and keep nothing) as soon as it is over ``limit`` bytes."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(upload.filename or "upload").name)[:200] or "upload"
     dest = into / name
+    size = 0
     with open(dest, "wb") as out:
-        shutil.copyfileobj(upload.file, out, 1 << 20)
-    if dest.stat().st_size > limit:
-        raise InvalidArgument(f"upload {name!r} exceeds the limit of {limit} bytes")
+        while chunk := upload.file.read(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                out.close()
+                dest.unlink()
+                raise HTTPException(413, too_large(limit, f"upload {name!r}"))
+            out.write(chunk)
     return dest
 
 
@@ -71,8 +80,13 @@ def register_version(
     parents: Annotated[str | None, Form(description="JSON list of NAME:VERSION")] = None,
     bind_to: Annotated[str | None, Form(description="datasets: bind to this model version")] = None,
     role: Annotated[str, Form()] = "reference",
+    trust_pickle: Annotated[
+        bool, Form(description="models: the caller trusts a file that runs code when loaded (pickle, Python)")
+    ] = False,
 ) -> ArtifactVersion:
-    """Register a new version (multipart upload). Models are validated by loading and get a signature."""
+    """Register a new version (multipart upload). Models are validated by loading and get a signature; a model
+    in a format that runs code when loaded (pickle, joblib, cloudpickle, Python source) needs ``trust_pickle``
+    (or the server's ``artifacts.trust_pickle``), else 412 and nothing is stored."""
     meta = _json_field(metadata, "metadata", dict)
     tag_map = _json_field(tags, "tags", dict)
     if tag_map and not all(isinstance(v, str) for v in tag_map.values()):
@@ -95,6 +109,7 @@ def register_version(
                 metadata=meta,
                 tags=tag_map,
                 parents=parent_list,
+                trust_pickle=trust_pickle,
             )
         if kind is ArtifactKind.DATASET:
             return p.registry.register_dataset(
@@ -123,12 +138,12 @@ def list_versions(p: P, name: str) -> list[ArtifactVersion]:
 
 
 @route(router, "GET", "/{name}/versions/{version}", Scope.READ)
-def get_version(p: P, name: str, version: int) -> ArtifactVersion:
+def get_version(p: P, name: str, version: Version) -> ArtifactVersion:
     return p.store.get_version(ArtifactRef(name=name, version=version))
 
 
 @route(router, "GET", "/{name}/versions/{version}/content", Scope.READ, response_class=StreamingResponse)
-def get_content(p: P, name: str, version: int) -> StreamingResponse:
+def get_content(p: P, name: str, version: Version) -> StreamingResponse:
     """The stored bytes, verified against the digest before the first byte is sent."""
     v = p.store.get_version(ArtifactRef(name=name, version=version))
     p.blobs.open_verified(v.digest)
@@ -144,7 +159,7 @@ class TagsBody(BaseModel):
 
 
 @route(router, "PATCH", "/{name}/versions/{version}/tags", Scope.WRITE)
-def set_tags(p: P, who: Actor, name: str, version: int, body: TagsBody) -> ArtifactVersion:
+def set_tags(p: P, who: Actor, name: str, version: Version, body: TagsBody) -> ArtifactVersion:
     return p.store.set_tags(ArtifactRef(name=name, version=version), body.tags, who)
 
 
@@ -153,7 +168,7 @@ class BindingBody(BaseModel):
 
 
 @route(router, "PUT", "/{name}/versions/{version}/bindings/{role}", Scope.WRITE)
-def bind(p: P, who: Actor, name: str, version: int, role: str, body: BindingBody) -> ArtifactVersion:
+def bind(p: P, who: Actor, name: str, version: Version, role: str, body: BindingBody) -> ArtifactVersion:
     if not re.match(r"^[a-z][a-z0-9_-]{0,31}$", role):
         raise InvalidArgument(f"invalid binding role {role!r}")
     return p.store.bind(ArtifactRef(name=name, version=version), role, body.target, who)
@@ -170,7 +185,7 @@ def resolve_alias(p: P, name: str, alias: str) -> ArtifactVersion:
 
 
 class AliasBody(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=INT64_MAX)
     expect: int | str = Field(
         "any",
         description='"any" moves unconditionally, "absent" requires a new alias, an int is compare-and-set',

@@ -25,9 +25,11 @@ class NewKey(BaseModel):
 
 class WhoAmI(BaseModel):
     auth: bool = Field(description="whether this server checks credentials")
-    key: str | None = Field(None, description="the name of the key the request carried")
+    key: str | None = Field(None, description="the name of the API key the request carried")
+    kind: str | None = Field(None, description="the credential: `key` (an API key) or `oidc` (a bearer JWT)")
+    actor: str | None = Field(None, description="what events record for this caller: `key:<name>`, `oidc:<sub>`")
     scopes: list[str] = Field(default_factory=list)
-    deployments: list[str] = Field(default_factory=list)
+    deployments: list[str] = Field(default_factory=list, description="deployments granted; empty = every one")
 
 
 @route(router, "POST", "/keys", Scope.ADMIN, status_code=201)
@@ -53,7 +55,8 @@ def revoke_key(key_name: str, p: P, who: Actor, request: Request) -> ApiKey:
 
 @route(router, "GET", "/whoami", Scope.PUBLIC)
 def whoami(request: Request) -> WhoAmI:
-    """Whether auth is on and, if the request carries a key, whose it is (401 for an unknown or revoked key)."""
+    """Whether auth is on and, if the request carries a credential, whose it is and what it may do (401 for an
+    unknown or revoked key or an invalid token). Remote data planes verify keys with it (docs/security.md)."""
     authorizer: Authorizer | None = getattr(request.app.state, "authorizer", None)
     if authorizer is None:
         return WhoAmI(auth=False)
@@ -61,4 +64,11 @@ def whoami(request: Request) -> WhoAmI:
     if key is None:
         return WhoAmI(auth=True)
     principal = authorizer.authenticate(key)
-    return WhoAmI(auth=True, key=principal.name, scopes=list(principal.scopes), deployments=list(principal.deployments))
+    return WhoAmI(
+        auth=True,
+        key=principal.name if principal.kind == "key" else None,
+        kind=principal.kind,
+        actor=principal.actor,
+        scopes=list(principal.scopes),
+        deployments=list(principal.deployments),
+    )

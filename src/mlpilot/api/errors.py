@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlpilot.errors import ErrorKind, MlpilotError
 
 log = logging.getLogger("mlpilot.api")
+
+
+class ErrorBody(BaseModel):
+    """Every error response of the control API (``MlpilotError.to_dict``)."""
+
+    error: str
+    kind: ErrorKind
+    type: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+#: the error responses every route declares in the OpenAPI spec: a bad request is a 400 (never FastAPI's 422),
+#: an unknown name a 404 … — any 4xx has this body; 503 when the store or another dependency is unavailable
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "The request is wrong; `error` says what and how to fix it"},
+    503: {"model": ErrorBody, "description": "A dependency (the store, the leader …) is unavailable: retry"},
+}
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -27,8 +46,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _mlpilot(_request: Request, exc: MlpilotError) -> JSONResponse:
         if exc.http_status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
-        headers = {"WWW-Authenticate": 'Bearer realm="mlpilot"'} if exc.kind is ErrorKind.UNAUTHENTICATED else None
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+        headers = {"WWW-Authenticate": 'Bearer realm="mlpilot"'} if exc.kind is ErrorKind.UNAUTHENTICATED else {}
+        after = exc.retry_after_header()
+        if after is not None:
+            headers["Retry-After"] = after
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
+from mlpilot.api.params import Id
 from mlpilot.api.scopes import Scope, actor, platform, route
 from mlpilot.app import Platform
 from mlpilot.errors import FailedPrecondition
@@ -30,24 +31,24 @@ def list_incidents(
 
 
 @route(router, "GET", "/incidents/{incident_id}", Scope.READ)
-def get_incident(p: P, incident_id: int) -> Incident:
+def get_incident(p: P, incident_id: Id) -> Incident:
     return p.incidents.get(incident_id)
 
 
 @route(router, "GET", "/incidents/{incident_id}/timeline", Scope.READ)
-def incident_timeline(p: P, incident_id: int) -> list[Event]:
+def incident_timeline(p: P, incident_id: Id) -> list[Event]:
     """The incident's events and its deployment's (changes, rollouts, alerts) around it, oldest first."""
     return p.incidents.timeline(incident_id)
 
 
 @route(router, "POST", "/incidents/{incident_id}/ack", Scope.WRITE)
-def ack_incident(p: P, who: Actor, incident_id: int) -> Incident:
+def ack_incident(p: P, who: Actor, incident_id: Id) -> Incident:
     """Acknowledge: someone is on it."""
     return p.incidents.ack(incident_id, who)
 
 
 @route(router, "POST", "/incidents/{incident_id}/resolve", Scope.WRITE)
-def resolve_incident(p: P, who: Actor, incident_id: int, body: ResolveRequest | None = None) -> Incident:
+def resolve_incident(p: P, who: Actor, incident_id: Id, body: ResolveRequest | None = None) -> Incident:
     return p.incidents.resolve(incident_id, who, body.reason if body else "")
 
 
@@ -76,7 +77,7 @@ def _healer(p: Platform) -> Any:
 
 
 @route(router, "GET", "/incidents/{incident_id}/diagnosis", Scope.READ)
-def incident_diagnosis(p: P, incident_id: int) -> dict[str, Any]:
+def incident_diagnosis(p: P, incident_id: Id) -> dict[str, Any]:
     """The latest diagnosis: verdict, ranked hypotheses (each with its evidence refs and suggested remediation) and
     the evidence. 404 before the first diagnosis."""
     p.incidents.get(incident_id)
@@ -89,27 +90,27 @@ def incident_diagnosis(p: P, incident_id: int) -> dict[str, Any]:
 
 
 @route(router, "POST", "/incidents/{incident_id}/diagnose", Scope.WRITE)
-def diagnose_incident(p: P, incident_id: int) -> dict[str, Any]:
+def diagnose_incident(p: P, incident_id: Id) -> dict[str, Any]:
     """Diagnose now (the engine also runs by itself when an incident opens or a symptom joins it)."""
     _healer(p)
     return p.incidents.diagnose(incident_id)
 
 
 @route(router, "GET", "/incidents/{incident_id}/remediations", Scope.READ)
-def incident_remediations(p: P, incident_id: int) -> list[dict[str, Any]]:
+def incident_remediations(p: P, incident_id: Id) -> list[dict[str, Any]]:
     """Suggested and executed remediations with their decision records, verification and state."""
     p.incidents.get(incident_id)
     return list(_healer(p).remediations(incident_id))
 
 
 @route(router, "POST", "/incidents/{incident_id}/approve", Scope.DEPLOY)
-def approve_remediation(p: P, who: Actor, incident_id: int) -> dict[str, Any]:
+def approve_remediation(p: P, who: Actor, incident_id: Id) -> dict[str, Any]:
     """Run the incident's suggested remediation now (it is then verified like an automatic one)."""
     return dict(_healer(p).approve(incident_id, who))
 
 
 @route(router, "POST", "/incidents/{incident_id}/reject", Scope.DEPLOY)
-def reject_remediation(p: P, who: Actor, incident_id: int, body: RejectRequest | None = None) -> dict[str, Any]:
+def reject_remediation(p: P, who: Actor, incident_id: Id, body: RejectRequest | None = None) -> dict[str, Any]:
     return dict(_healer(p).reject(incident_id, who, body.reason if body else ""))
 
 

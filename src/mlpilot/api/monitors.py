@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
+from mlpilot.api.params import Id
 from mlpilot.api.scopes import Scope, actor, platform, route
 from mlpilot.app import Platform
 from mlpilot.records import Alert, Monitor, MonitorResult, MonitorSpec, SLODefinition, SLOSpec
@@ -131,5 +132,5 @@ def list_alerts(
 
 
 @route(router, "GET", "/alerts/{alert_id}", Scope.READ)
-def get_alert(p: P, alert_id: int) -> Alert:
+def get_alert(p: P, alert_id: Id) -> Alert:
     return p.store.get_alert(alert_id)

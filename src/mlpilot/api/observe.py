@@ -40,9 +40,15 @@ def post_feedback(p: P, who: Actor, name: str, body: FeedbackBody) -> dict[str, 
 
 
 @route(router, "GET", "/{name}/feedback", Scope.READ)
-def get_feedback(p: P, name: str, kind: str | None = None) -> list[dict[str, Any]]:
+def get_feedback(
+    p: P,
+    name: str,
+    kind: str | None = Query(None, description="label, score or reward"),
+    request_id: str | None = Query(None, description="only the feedback on this logged request"),
+) -> list[dict[str, Any]]:
+    """Stored feedback on the deployment's predictions, oldest first."""
     p.store.get_deployment(name)
-    return p.store.list_feedback(name, kind=kind)
+    return p.store.list_feedback(name, kind=kind, request_id=request_id)
 
 
 def _clean(v: Any) -> Any:

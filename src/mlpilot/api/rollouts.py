@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from mlpilot.api.params import Id
 from mlpilot.api.scopes import Scope, actor, platform, route
 from mlpilot.app import Platform
 from mlpilot.records import Event, Release, Rollout, RolloutSpec
@@ -37,34 +38,34 @@ def current_rollout(p: P, name: str) -> Rollout:
 
 
 @route(router, "GET", "/rollouts/{rollout_id}", Scope.READ)
-def get_rollout(p: P, rollout_id: int) -> Rollout:
+def get_rollout(p: P, rollout_id: Id) -> Rollout:
     return p.rollouts.get(rollout_id)
 
 
 @route(router, "GET", "/rollouts/{rollout_id}/decisions", Scope.READ)
-def rollout_decisions(p: P, rollout_id: int) -> list[Event]:
+def rollout_decisions(p: P, rollout_id: Id) -> list[Event]:
     """Every transition of the rollout with its decision record (inputs, statistics, thresholds, policy)."""
     return p.rollouts.decisions(rollout_id)
 
 
 @route(router, "POST", "/rollouts/{rollout_id}/pause", Scope.DEPLOY)
-def pause_rollout(p: P, who: Actor, rollout_id: int) -> Rollout:
+def pause_rollout(p: P, who: Actor, rollout_id: Id) -> Rollout:
     return p.rollouts.pause(rollout_id, who)
 
 
 @route(router, "POST", "/rollouts/{rollout_id}/resume", Scope.DEPLOY)
-def resume_rollout(p: P, who: Actor, rollout_id: int) -> Rollout:
+def resume_rollout(p: P, who: Actor, rollout_id: Id) -> Rollout:
     return p.rollouts.resume(rollout_id, who)
 
 
 @route(router, "POST", "/rollouts/{rollout_id}/promote", Scope.DEPLOY)
-def promote_rollout(p: P, who: Actor, rollout_id: int) -> Rollout:
+def promote_rollout(p: P, who: Actor, rollout_id: Id) -> Rollout:
     """Promote now, skipping the remaining gates."""
     return p.rollouts.promote(rollout_id, who)
 
 
 @route(router, "POST", "/rollouts/{rollout_id}/abort", Scope.DEPLOY)
-def abort_rollout(p: P, who: Actor, rollout_id: int) -> Rollout:
+def abort_rollout(p: P, who: Actor, rollout_id: Id) -> Rollout:
     """Abort: the split from before the rollout comes back and the candidate is removed."""
     return p.rollouts.abort(rollout_id, who)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
+from mlpilot.api.errors import ERROR_RESPONSES
 from mlpilot.app import Platform
 from mlpilot.auth.authorizer import Authorizer, Principal, credentials
 from mlpilot.auth.keys import Scope
@@ -41,11 +42,13 @@ def _require(scope: Scope, deployment: str | None = None) -> Callable[[Request],
 def route(router: APIRouter, method: str, path: str, scope: Scope, **kwargs: Any) -> Callable[..., Any]:
     """``router.<method>(path)`` with the scope declared in the spec and checked by a dependency."""
     full = (router.prefix or "") + path
+    responses = {**ERROR_RESPONSES, **kwargs.pop("responses", {})}
     return router.api_route(
         path,
         methods=[method],
         openapi_extra={SCOPE_KEY: scope.value},
         dependencies=[Depends(_require(scope, deployment_param(full)))],
+        responses=responses,
         **kwargs,
     )
 

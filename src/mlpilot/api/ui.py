@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, RedirectResponse
 
+from mlpilot.api.params import Id
 from mlpilot.api.scopes import Scope, platform, route
 from mlpilot.app import Platform
 from mlpilot.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -133,7 +134,7 @@ def series(
 
 
 @route(router, "GET", "/api/v1/ui/incidents/{incident_id}", Scope.READ)
-def incident_page(p: P, incident_id: int) -> dict[str, Any]:
+def incident_page(p: P, incident_id: Id) -> dict[str, Any]:
     """One incident with its timeline, its latest diagnosis (``null`` before the first, or with RCA off) and its
     remediations, in one answer."""
     inc = p.store.get_incident(incident_id)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query
 from mlpilot.api.scopes import Scope, platform, route
 from mlpilot.app import Platform
 from mlpilot.errors import InvalidArgument, NotFound
-from mlpilot.records import ArtifactKind, ArtifactRef, ArtifactVersion, check_alias
+from mlpilot.records import INT64_MAX, ArtifactKind, ArtifactRef, ArtifactVersion, check_alias
 
 router = APIRouter(tags=["dashboard"])
 P = Annotated[Platform, Depends(platform)]
@@ -112,9 +112,9 @@ def lineage(p: P, name: str) -> dict[str, Any]:
 def _pick(p: Platform, name: str, which: str, value: str) -> ArtifactVersion:
     """Version ``value`` (a number, an alias or ``latest``) of ``name``; errors name the parameter."""
     value = value.strip()
-    if value.isdigit():
-        if int(value) < 1:
-            raise InvalidArgument(f"{which}: versions start at 1, got {value}")
+    if value.isascii() and value.isdigit():
+        if not 1 <= int(value) <= INT64_MAX:
+            raise InvalidArgument(f"{which}: versions start at 1 and end at {INT64_MAX}, got {value}")
         ref = ArtifactRef(name=name, version=int(value))
     elif value == "latest":
         ref = ArtifactRef(name=name)

@@ -94,13 +94,15 @@ class InferenceGate:
             more = message.get("more_body", False)
         return b"".join(chunks)
 
-    async def authorize_grpc(self, method: str, model: str | None, metadata: Mapping[str, str]) -> None:
-        """The gRPC servicer's check (raises ``Unauthenticated`` / ``PermissionDenied``)."""
+    async def authorize_grpc(self, method: str, model: str | None, metadata: Mapping[str, str]) -> Principal | None:
+        """The gRPC servicer's check (raises ``Unauthenticated`` / ``PermissionDenied``); the caller's principal, or
+        None when the call needs no key."""
         needed = Scope(GRPC_METHODS.get(method, (UNMATCHED_SCOPE, False))[0])
         if needed is Scope.PUBLIC or (model and model in self.open and needed is Scope.PREDICT):
-            return
+            return None
         principal = await authenticate(self.authorizer, credentials(lambda n: metadata.get(n)))
         self.authorizer.authorize(principal, needed, model or None)
+        return principal
 
 
 def _model_of(body: bytes) -> str | None:
@@ -127,10 +129,12 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 async def _refuse(send: Send, path: str, status: int, message: str) -> None:
     if path.startswith("/v1"):  # the OpenAI API's error shape
-        kind = {401: "authentication_error", 403: "permission_error"}.get(status, "invalid_request_error")
+        kind = {401: "authentication_error", 403: "permission_error", 503: "server_error"}.get(
+            status, "invalid_request_error"
+        )
         body = orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}})
     else:
-        kind = {401: ErrorKind.UNAUTHENTICATED, 403: ErrorKind.PERMISSION_DENIED}.get(
+        kind = {401: ErrorKind.UNAUTHENTICATED, 403: ErrorKind.PERMISSION_DENIED, 503: ErrorKind.UNAVAILABLE}.get(
             status, ErrorKind.INVALID_ARGUMENT
         )
         body = orjson.dumps({"error": message, "kind": kind.value})

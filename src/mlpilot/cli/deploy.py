@@ -10,7 +10,7 @@ import typer
 from mlpilot.cli.context import client
 from mlpilot.cli.output import console, emit, err_console, table, ts
 from mlpilot.errors import InvalidArgument
-from mlpilot.records import BatchingOptions, Deployment, RuntimeOptions
+from mlpilot.records import BatchingOptions, Deployment, DeploymentLimits, RuntimeOptions
 
 deployments = typer.Typer(help="Inspect and remove deployments.", no_args_is_help=True)
 traffic = typer.Typer(help="Change how requests are split between variants.", no_args_is_help=True)
@@ -42,6 +42,16 @@ def show_deployment(d: Deployment) -> None:
             )
         )
     table("variants", ["variant", "model", "requested", "weight", "role", "batching", "replicas"], rows)
+    lim = d.spec.limits
+    if lim is not None:
+        parts = []
+        if lim.rate_per_s is not None:
+            parts.append(f"{lim.rate_per_s:g} requests/s (burst {lim.burst or max(1, lim.rate_per_s):g})")
+        if lim.max_in_flight is not None:
+            parts.append(f"≤{lim.max_in_flight} in flight per variant")
+        if lim.fallback is not None:
+            parts.append(f"fallback {lim.fallback} after {lim.breaker_failures} failures for {lim.breaker_open_s:g} s")
+        console.print("  limits: " + ("; ".join(parts) or "server defaults"))
 
 
 def deploy_command(
@@ -139,6 +149,38 @@ def deployments_export_kserve(
         return
     output.write_text(text if text.endswith("\n") else text + "\n")
     err_console.print(f"wrote {output}: copy the model files it lists, then kubectl apply -f {output}")
+
+
+@deployments.command("limits")
+def deployments_limits(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="deployment"),
+    rate_per_s: float | None = typer.Option(None, "--rate-per-s", help="requests per second, all callers together"),
+    burst: int | None = typer.Option(None, "--burst", help="token bucket size (default one second's worth)"),
+    max_in_flight: int | None = typer.Option(None, "--max-in-flight", help="per variant; more are shed with 503"),
+    fallback: str | None = typer.Option(None, "--fallback", help="variant answering while another one is failing"),
+    breaker_failures: int = typer.Option(5, "--breaker-failures", help="consecutive failures that open a breaker"),
+    breaker_open_s: float = typer.Option(30.0, "--breaker-open-s", help="seconds a breaker stays open"),
+    clear: bool = typer.Option(False, "--clear", help="remove the deployment's limits (server defaults apply)"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Set a deployment's limits (docs/serving.md "Limits"); the options replace all of its current limits."""
+    c = client(ctx)
+    current = c.get_deployment(name)
+    limits = None
+    if not clear:
+        limits = DeploymentLimits(
+            rate_per_s=rate_per_s,
+            burst=burst,
+            max_in_flight=max_in_flight,
+            fallback=fallback,
+            breaker_failures=breaker_failures,
+            breaker_open_s=breaker_open_s,
+        )
+    spec = current.spec.model_dump(mode="json")
+    spec["limits"] = limits.model_dump(mode="json") if limits is not None else None
+    d = c.apply_deployment(name, spec, expect_revision=current.revision)
+    emit(d, as_json, show_deployment)
 
 
 @traffic.command("set")

@@ -13,6 +13,11 @@ from mlpilot.cli.output import console, emit, table, ts
 from mlpilot.errors import InvalidArgument
 from mlpilot.records import Artifact, ArtifactKind, ArtifactVersion, Event
 
+TRUST_PICKLE_HELP = (
+    "trust the file: it may be in a format that runs code when loaded (joblib/pickle, cloudpickle, .py); "
+    "recorded on the version (docs/security.md, Artifacts)"
+)
+
 models = typer.Typer(help="Register and inspect models.", no_args_is_help=True)
 datasets = typer.Typer(help="Register and inspect datasets.", no_args_is_help=True)
 artifacts = typer.Typer(help="All artifacts: prompts, indexes, tools, apps, models, datasets.", no_args_is_help=True)
@@ -55,6 +60,9 @@ def _show_version(v: ArtifactVersion) -> None:
     ]
     if v.unsafe:
         rows.append(("unsafe", "yes — pickle/Python: loading runs code; loads only from the registry store"))
+        fmeta = v.metadata.get("flavor") or {}
+        trusted = f"by {fmeta['trusted_by']} ({fmeta.get('trusted_via')})" if fmeta.get("trusted_by") else "no"
+        rows.append(("trusted", trusted))
     for key, value in rows:
         console.print(f"  {key:<9} {value}")
     if v.signature:
@@ -99,9 +107,11 @@ def models_register(
     meta: list[str] | None = typer.Option(None, "--meta", help="KEY=VALUE metadata (VALUE may be JSON)"),
     tag: list[str] | None = typer.Option(None, "--tag", help="KEY=VALUE tag"),
     parent: list[str] | None = typer.Option(None, "--parent", help="lineage parent NAME:VERSION"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Register a model file as the next version of NAME."""
+    """Register a model file as the next version of NAME. A joblib/pickle, cloudpickle or .py file runs code when
+    it is loaded: it needs --trust-pickle (or the server's artifacts.trust_pickle)."""
     sig = None
     if signature is not None:
         try:
@@ -117,6 +127,7 @@ def models_register(
         metadata=_metadata(meta),
         tags=parse_pairs(tag, "--tag"),
         parents=parent or [],
+        trust_pickle=trust_pickle,
     )
 
     def render(v: ArtifactVersion) -> None:
@@ -205,12 +216,13 @@ def artifacts_register(
     kind: ArtifactKind = typer.Option(..., "--kind", help="prompt, index, tool, app (models/datasets have their own)"),
     meta: list[str] | None = typer.Option(None, "--meta"),
     parent: list[str] | None = typer.Option(None, "--parent"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=f"models: {TRUST_PICKLE_HELP}"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Register a file as a version of any artifact kind."""
     c = client(ctx)
     if kind is ArtifactKind.MODEL:
-        v = c.register_model(name, path, metadata=_metadata(meta), parents=parent or [])
+        v = c.register_model(name, path, metadata=_metadata(meta), parents=parent or [], trust_pickle=trust_pickle)
     elif kind is ArtifactKind.DATASET:
         v = c.register_dataset(name, path, metadata=_metadata(meta), parents=parent or [])
     else:

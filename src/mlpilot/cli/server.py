@@ -156,8 +156,22 @@ def serve_command(
     grpc_port: int = typer.Option(None, "--grpc-port", help="gRPC port (default 8001)"),
     no_grpc: bool = typer.Option(False, "--no-grpc", help="do not serve gRPC"),
     home: Path = typer.Option(None, "--home", help="this data plane's home: request log, blob cache, last snapshot"),
+    api_key_env: str = typer.Option(
+        "MLPILOT_API_KEY",
+        "--api-key-env",
+        help="the environment variable holding the API key (read scope) sent to the control plane",
+    ),
 ) -> None:
-    """Run a data plane only (OIP v2 REST + gRPC, OpenAI API, /metrics) following a remote control plane."""
+    """Run a data plane only (OIP v2 REST + gRPC, OpenAI API, /metrics) following a remote control plane.
+
+    It fetches routing snapshots and model blobs from the control plane's API, sending the key in $MLPILOT_API_KEY
+    (or the variable --api-key-env names; it needs the read scope). With auth on here (auth.mode on, or auto and
+    not listening on loopback only) inference needs a credential: API keys are verified by asking the control plane
+    (cached auth.cache_s; 503 if it cannot be asked and the key is not cached), OIDC bearer tokens are validated
+    locally with this process's auth.oidc settings. See docs/security.md, "Remote data planes".
+    """
+    import os
+
     from mlpilot.dataserver import serve_data
 
     obj: CliContext = ctx.obj
@@ -169,8 +183,10 @@ def serve_command(
         raise typer.BadParameter("give the control plane's URL (http://host:8000)", param_hint="--control-url")
     if not url.startswith(("http://", "https://")):
         raise typer.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--control-url")
+    if api_key_env != "MLPILOT_API_KEY" and not os.environ.get(api_key_env):
+        raise typer.BadParameter(f"${api_key_env} is not set (or empty)", param_hint="--api-key-env")
     _listen(settings, host, port, grpc_port, no_grpc)
-    serve_data(settings, url)
+    serve_data(settings, url, api_key_env)
 
 
 def _listen(settings: Settings, host: str | None, port: int | None, grpc_port: int | None, no_grpc: bool) -> None:

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from mlpilot.cli.context import CliContext
 from mlpilot.cli.output import console, err_console, print_json
+from mlpilot.cli.registry import TRUST_PICKLE_HELP
 from mlpilot.client.ship import FAIL, PASS, Gate, ShipReport, ship
 from mlpilot.errors import InvalidArgument
 
@@ -76,6 +77,7 @@ def ship_cmd(
     ),
     timeout: float = typer.Option(3600.0, "--timeout", min=1.0, help="seconds --wait waits for the rollout"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON for scripts"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Ship MODEL_FILE to a deployment: register, check the signature, smoke-test, compare offline with the
     champion, then shadow → canary → promote. Stops at the first failed gate (exit 1) and says why."""
@@ -99,6 +101,7 @@ def ship_cmd(
             wait=follow,
             timeout_s=timeout,
             on_gate=on_gate,
+            trust_pickle=trust_pickle,
         )
     except InvalidArgument as exc:  # options: nothing was registered
         raise typer.BadParameter(exc.message) from exc

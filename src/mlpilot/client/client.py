@@ -30,7 +30,7 @@ from mlpilot.errors import (
     Unavailable,
     error_from_dict,
 )
-from mlpilot.flavors import flavor_for_object, get_flavor
+from mlpilot.flavors import check_trusted, flavor_for_object, get_flavor
 from mlpilot.flavors.base import LoadedModel
 from mlpilot.records import (
     Alert,
@@ -155,6 +155,7 @@ class Client(LLMArtifacts, AuthKeys):
         metadata: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
         parents: Sequence[str] = (),
+        trust_pickle: bool = False,
     ) -> ArtifactVersion:
         """Register a model — a file path or an in-memory model object — as the next version of ``name``.
 
@@ -165,6 +166,10 @@ class Client(LLMArtifacts, AuthKeys):
             sample: example inputs (DataFrame, array, or a path to CSV/Parquet/JSON/.npy) to infer the signature.
             signature: explicit signature ``{"inputs": [{"name", "datatype", "shape"}], "outputs": [...]}``.
             parents: lineage references ``NAME:VERSION`` (e.g. the training dataset).
+            trust_pickle: you trust the file: it may be in a format that runs code when loaded (joblib/pickle,
+                cloudpickle, a ``.py`` file). Without it such a file is refused (``FailedPrecondition``) unless the
+                server sets ``artifacts.trust_pickle``. An in-memory object is trusted as you hand it over (it is
+                already running in your process); the server records who trusted a version.
 
         Returns:
             The new :class:`~mlpilot.records.ArtifactVersion`.
@@ -182,6 +187,9 @@ class Client(LLMArtifacts, AuthKeys):
             ser = flv.serialize(model)
             files = {"file": (ser.filename, ser.data)}
             data.update(flavor=flv.name, flavor_metadata=json.dumps(dict(ser.metadata)))
+            trust_pickle = trust_pickle or flv.tags(ser.metadata).unsafe  # the caller's own live object
+        if trust_pickle:
+            data["trust_pickle"] = "true"
         if sample is not None:
             if isinstance(sample, (str, Path)):
                 files["sample"] = (Path(sample).name, Path(sample).read_bytes())
@@ -280,25 +288,30 @@ class Client(LLMArtifacts, AuthKeys):
         return ArtifactVersion.model_validate(self._json("GET", f"/artifacts/{r.name}/versions/{r.version}"))
 
     def download(self, ref: str) -> tuple[ArtifactVersion, Path]:
-        """Fetch a version's content into the local cache, verified against its digest; returns its path."""
+        """Fetch a version's content into the local cache, verified against its digest; returns its path (a cached
+        copy is verified too, and fetched again when it went bad)."""
         version = self.get_version(ref)
-        if not self._cache.exists(version.digest):
-            response = self._call("GET", f"/artifacts/{version.name}/versions/{version.version}/content")
-            digest, _ = self._cache.put_stream(io.BytesIO(response.content))
-            if digest != version.digest:
-                raise IntegrityError(
-                    f"downloaded content of {version.ref} hashes to {digest}, expected {version.digest}"
-                )
+        if self._cache.exists(version.digest):
+            try:
+                return version, self._cache.open_verified(version.digest).path
+            except IntegrityError:  # corrupted on this disk: the server's copy replaces it below
+                pass
+        response = self._call("GET", f"/artifacts/{version.name}/versions/{version.version}/content")
+        digest, _ = self._cache.put_stream(io.BytesIO(response.content))
+        if digest != version.digest:
+            raise IntegrityError(f"downloaded content of {version.ref} hashes to {digest}, expected {version.digest}")
         return version, self._cache.open_verified(version.digest).path
 
     def load_model(self, ref: str) -> LoadedModel:
-        """Load a registered model locally (digest-verified); ``.predict(x)`` gives named outputs."""
-        version, _ = self.download(ref)
+        """Load a registered model locally (digest-verified); ``.predict(x)`` gives named outputs. A format that runs
+        code when loaded loads only if its version records a trust decision (``FailedPrecondition`` otherwise)."""
+        version = self.get_version(ref)
         if version.flavor is None:
             raise InvalidArgument(f"{version.ref} is a {version.kind.value}, not a model")
-        return get_flavor(version.flavor).load(
-            self._cache.open_verified(version.digest), version.metadata.get("flavor", {})
-        )
+        flavor, fmeta = get_flavor(version.flavor), version.metadata.get("flavor", {})
+        check_trusted(flavor, fmeta, version.ref)  # before anything is downloaded
+        self.download(version.ref)
+        return flavor.load(self._cache.open_verified(version.digest), fmeta)
 
     def read_dataset(self, ref: str) -> pd.DataFrame:
         version, path = self.download(ref)

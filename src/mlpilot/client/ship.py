@@ -383,7 +383,9 @@ class _Ship:
 
     # -------------------------------------------------------------------------------- gates
 
-    def register(self, path: Path, name: str | None, flavor: str | None, sample: Path | None) -> ArtifactVersion:
+    def register(
+        self, path: Path, name: str | None, flavor: str | None, sample: Path | None, trust: bool = False
+    ) -> ArtifactVersion:
         if name is None:
             name = self.champion.name if self.champion is not None else path.stem
         if not path.is_file():
@@ -401,13 +403,15 @@ class _Ship:
             return existing
         try:
             try:
-                v = self.c.register_model(name, path, flavor=flavor, sample=sample if sample is not None else auto)
+                v = self.c.register_model(
+                    name, path, flavor=flavor, sample=sample if sample is not None else auto, trust_pickle=trust
+                )
             except SignatureError as exc:
                 if auto is None:
                     raise
                 # It cannot predict on the champion's inputs: register it unsigned, the signature gate says why.
                 self.unsigned_reason = exc.message
-                v = self.c.register_model(name, path, flavor=flavor)
+                v = self.c.register_model(name, path, flavor=flavor, trust_pickle=trust)
         except MlpilotError as exc:
             self.fail("register", f"cannot register {path.name} as {name}: {exc.message}")
         inputs = len(v.signature.get("inputs", [])) if v.signature else 0
@@ -654,6 +658,7 @@ def ship(
     wait: bool = True,
     timeout_s: float = 3600.0,
     on_gate: Callable[[Gate], None] | None = None,
+    trust_pickle: bool = False,
 ) -> ShipReport:
     """Ship a model file to ``deployment``: register → signature → smoke → offline → deploy or rollout.
 
@@ -675,6 +680,8 @@ def ship(
         wait: follow the rollout until it settles (each phase becomes a gate); else return once it started.
         timeout_s: how long ``wait`` waits; the rollout goes on after it.
         on_gate: called with each :class:`Gate` as soon as it is decided.
+        trust_pickle: you trust the file, which may be in a format that runs code when loaded (joblib/pickle,
+            cloudpickle, ``.py``); without it (or the server's ``artifacts.trust_pickle``) the register gate fails.
 
     Returns:
         the :class:`ShipReport` (``ok`` is false when a gate failed).
@@ -698,7 +705,7 @@ def ship(
             run.load_context()
         except MlpilotError as exc:
             run.fail("register", f"cannot read deployment {deployment!r} and its champion: {exc.message}")
-        cand = run.candidate = run.register(path, name, flavor, sample_path)
+        cand = run.candidate = run.register(path, name, flavor, sample_path, trust_pickle)
         run.report.version = cand.ref
         if run.champion is not None and cand.ref == run.champion.ref:
             run.report.outcome = "unchanged"

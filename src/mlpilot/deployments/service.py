@@ -37,6 +37,7 @@ from mlpilot.runtimes.app import APP_FLAVOR
 from mlpilot.serving.snapshot import (
     AutoscalingRoute,
     DeploymentRoute,
+    LimitsRoute,
     ModelBinding,
     QuarantineRoute,
     RoutingSnapshot,
@@ -366,6 +367,7 @@ class Deployments:
             shadows=tuple(d.spec.shadows),
             sticky_header=d.spec.sticky_header,
             quarantine=tuple(quarantine_route(r) for r in d.spec.quarantine),
+            limits=LimitsRoute(**d.spec.limits.model_dump()) if d.spec.limits else None,
         )
 
 

@@ -48,7 +48,13 @@ class InProcessExecutor:
             return AppRuntime(blobs, m.flavor_metadata, self.pool, cache / "indexes")
         sig = Signature.from_dict(m.signature) if m.signature else None
         runtime: Runtime = FlavorRuntime(
-            blobs, m.digest, m.flavor, m.flavor_metadata, self.pool, columnar=bool(sig and sig.columnar)
+            blobs,
+            m.digest,
+            m.flavor,
+            m.flavor_metadata,
+            self.pool,
+            columnar=bool(sig and sig.columnar),
+            label=f"model {m.name}:{m.version}",
         )
         if variant.max_batch_size > 1:
             runtime = BatchingRuntime(runtime, variant.max_batch_size, variant.max_wait_ms, observe_batch=observe_batch)

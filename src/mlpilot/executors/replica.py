@@ -30,7 +30,7 @@ import numpy as np
 
 from mlpilot.blobs import BlobStore
 from mlpilot.errors import InferenceError, LoadError, MlpilotError, Unavailable
-from mlpilot.flavors import get_flavor
+from mlpilot.flavors import check_trusted, get_flavor
 from mlpilot.flavors.base import reason
 from mlpilot.runtimes.batching import count_rows, merge_inputs
 
@@ -74,8 +74,10 @@ class VariantReplica:
         self._pool = ThreadPoolExecutor(1, "mlpilot-replica")
         self._unbatchable = False
         try:
-            blob = spec.blobs.open_verified(spec.digest)
-            self._model = get_flavor(spec.flavor).load(blob, spec.flavor_metadata)
+            flavor = get_flavor(spec.flavor)
+            # before a byte is read: a format that runs code needs its version's trust record
+            check_trusted(flavor, spec.flavor_metadata, f"the model of {spec.deployment}/{spec.variant}")
+            self._model = flavor.load(spec.blobs.open_verified(spec.digest), spec.flavor_metadata)
         except MlpilotError:
             raise
         except Exception as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpilot.errors import LoadError, UnknownFlavor
-from mlpilot.flavors.base import Flavor, FlavorTags, LoadedModel, Serialized
+from mlpilot.flavors.base import Flavor, FlavorTags, LoadedModel, Serialized, check_trusted, with_trust
 from mlpilot.flavors.lightgbm import LightGBMFlavor
 from mlpilot.flavors.onnx import OnnxFlavor
 from mlpilot.flavors.pyfunc import PyfuncFlavor
@@ -91,7 +91,9 @@ __all__ = [
     "FlavorTags",
     "LoadedModel",
     "Serialized",
+    "check_trusted",
     "flavor_for_object",
     "get_flavor",
     "sniff_file",
+    "with_trust",
 ]

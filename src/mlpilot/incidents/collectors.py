@@ -524,10 +524,19 @@ def error_clusters(case: Case, onset: datetime, k: int = 3) -> list[Evidence]:
                     "count": int(count),
                     "rate_before": rate_b,
                     "rate_after": rate_a,
+                    **_variant_of(after, templates.index[templates.to_numpy() == tmpl]),
                 },
             )
         )
     return out
+
+
+def _variant_of(after: pd.DataFrame, rows: pd.Index) -> dict[str, object]:
+    """The variant most of an error cluster's ``rows`` come from: its share of the cluster and of all traffic."""
+    counts = after.loc[rows, "variant"].value_counts(normalize=True) if "variant" in after else pd.Series(dtype=float)
+    name = str(counts.index[0]) if len(counts) else None
+    share = float((after["variant"] == name).mean()) if name is not None else 0.0
+    return {"variant": name, "variant_errors": float(counts.iloc[0]), "variant_traffic": share} if name else {}
 
 
 def _error_component(template: str, example: str, case: Case) -> str:
@@ -789,7 +798,3 @@ def collect(case: Case) -> tuple[datetime, list[Evidence]]:
     for fn in COLLECTORS.values():
         out += fn(case, onset)
     return onset, out
-
-
-def evidence_by_ref(evidence: Sequence[Evidence]) -> dict[str, Evidence]:
-    return {e.ref: e for e in evidence}

@@ -93,7 +93,8 @@ class Case:
     feedback), ``score`` (probability of the positive class), and for LLM apps ``llm.<signal>`` (``groundedness``,
     ``top_score``, ``refusal``, ``llm_model``, ``prompt``, ``index``, ``backend``, ``tool_errors`` …).
     ``resources``: long-form samples (``ts``, ``metric``, ``value``) such as ``rss_mb``, ``restarts``, ``replicas``,
-    ``queue``. ``rollout_variants``: variants that are the candidate of a running or recent rollout.
+    ``queue``. ``rollout_variants``: variants that are the candidate of a running or recent rollout;
+    ``serving_variants``: the variants the deployment serves now (``None``: not known).
     """
 
     deployment: str
@@ -104,6 +105,7 @@ class Case:
     resources: pd.DataFrame | None = None
     stable_variant: str | None = None
     rollout_variants: Sequence[str] = ()
+    serving_variants: Sequence[str] | None = None
     features: Sequence[str] | None = None  # input columns to consider (default: every ``in.*``)
     segments: Sequence[str] | None = None  # categorical columns to slice by (default: categorical inputs)
     #: what runs each stage of ``stage.<name>_s`` (default ``dependency:<name>``), e.g. {"predict": "release:fraud"}

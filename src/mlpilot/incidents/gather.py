@@ -246,6 +246,7 @@ def gather(
         resources=resources,
         stable_variant=stable,
         rollout_variants=rollouts,
+        serving_variants=[v.name for v in spec.variants],
         # decode waits grow with load; the model call (ML: ``latency_s``) is what a release changes
         stage_components={"decode": f"traffic:{incident.deployment}", "predict": f"release:{incident.deployment}"},
     )

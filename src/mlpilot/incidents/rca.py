@@ -33,6 +33,10 @@ __all__ = ["align", "diagnose", "rank"]
 
 TAU = timedelta(minutes=15)
 SLACK = timedelta(minutes=3)
+#: a variant the deployment no longer serves keeps this share of its confidence (and no suggestion)
+GONE_VARIANT = 0.3
+#: an error cluster that names a feature but comes from one variant alone keeps this share of its confidence
+ONE_VARIANT = 0.5
 
 
 def align(at: datetime | None, onset: datetime, tau: timedelta = TAU, slack: timedelta = SLACK) -> float:
@@ -131,7 +135,11 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
         s_ch = max((a for _, a in ch), default=0.0)
         sl = [x for x in by_kind.get("slice", []) if x.component == e.component]
         conf = noisy_or(0.9 * s_var, 0.35 * s_ch, 0.25 * sat(sl[0].effect) if sl else 0.0)
-        if v in case.rollout_variants:
+        rationale = e.summary
+        if case.serving_variants is not None and v not in case.serving_variants:
+            # taken out already (a rolled-back canary): what it did is in the window, but it cannot be what goes on
+            conf, sug, rationale = conf * GONE_VARIANT, None, f"{e.summary}; no longer served"
+        elif v in case.rollout_variants:
             sug = Suggestion("abort_rollout", f"variant:{v}", {}, f"the rollout's candidate {v} is the worse variant")
         elif case.stable_variant and v != case.stable_variant:
             sug = Suggestion(
@@ -141,7 +149,7 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
             sug = None  # never take the stable variant out on our own: what would serve instead is not known good
         else:
             sug = Suggestion("disable_variant", f"variant:{v}", {}, f"stop sending traffic to {v}")
-        b.add("bad_variant", e.component, conf, [e, *sl, *(c for c, a in ch if a > 0.1)], e.summary, sug)
+        b.add("bad_variant", e.component, conf, [e, *sl, *(c for c, a in ch if a > 0.1)], rationale, sug)
 
     # ---- releases and config pushes of the deployment
     stages = by_kind.get("stage", [])
@@ -281,12 +289,16 @@ def rank(case: Case, onset: datetime, evidence: Sequence[Evidence], *, min_confi
             d = next((x for x in drifts if x.component == e.component), None)
             if d is None or (d.effect < 0.5 and float(d.data.get("outside", 0.0)) < 0.01):
                 continue  # an error that names a feature whose values did not change says little about it
+            conf, rationale = noisy_or(0.7 * sat(e.effect) * e.specificity), e.summary
+            if float(e.data.get("variant_errors", 0.0)) >= 0.9 and float(e.data.get("variant_traffic", 1.0)) <= 0.8:
+                # the other variants saw the same inputs (the split is random) and did not fail on them
+                conf, rationale = conf * ONE_VARIANT, f"{rationale}; only variant {e.data['variant']} fails on them"
             b.add(
                 "null_spike" if d is None or d.data.get("kind") == "nulls" else "feature_drift",
                 e.component,
-                noisy_or(0.7 * sat(e.effect) * e.specificity),
+                conf,
                 [e, *([d] if d else [])],
-                e.summary,
+                rationale,
                 _quarantine(feature, str(d.data.get("kind")) if d else "nulls", d, case),
             )
 

@@ -31,7 +31,10 @@ def _parse_ts(value: Any, now: datetime) -> datetime:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return now
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(float(value), timezone.utc)
+        try:
+            return datetime.fromtimestamp(float(value), timezone.utc)
+        except (OverflowError, ValueError, OSError) as exc:  # beyond the years datetime holds (1 … 9999)
+            raise InvalidArgument(f"bad timestamp {value!r}: epoch seconds out of range") from exc
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:

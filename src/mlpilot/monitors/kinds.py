@@ -17,6 +17,7 @@ import pandas as pd
 
 from mlpilot.errors import InvalidArgument
 from mlpilot.records import MonitorSpec, MonitorStatus
+from mlpilot.telemetry.redact import redacted_columns
 
 __all__ = [
     "TARGET_COLUMNS",
@@ -79,20 +80,35 @@ def align_reference(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.
 
 
 def input_frame(logged: pd.DataFrame, features: Sequence[str] | None = None) -> pd.DataFrame:
-    """The ``in.*`` columns of logged rows, named without the prefix (optionally only ``features``)."""
+    """The ``in.*`` columns of logged rows, named without the prefix (optionally only ``features``), without the
+    columns the request log redacted (``logs.redact_fields``: their values are gone, nothing to compare).
+
+    Raises:
+        InvalidArgument: a feature is not logged, or is redacted.
+    """
     cols = {c: c[3:] for c in logged.columns if str(c).startswith("in.")}
     frame = logged[list(cols)].rename(columns=cols)
+    redacted = redacted_columns(frame)
     if features:
+        hidden = [f for f in features if f in redacted]
+        if hidden:
+            raise InvalidArgument(
+                f"features {hidden} are redacted in the request log (logs.redact_fields): their values are not "
+                "logged, so they cannot be monitored; leave them out of the monitor's features"
+            )
         missing = [f for f in features if f not in frame.columns]
         if missing:
             raise InvalidArgument(f"features {missing} are not in the logged inputs {list(frame.columns)[:20]}")
-        frame = frame[list(features)]
-    return frame
+        return frame[list(features)]
+    return frame.drop(columns=redacted) if redacted else frame
 
 
 def output_columns(logged: pd.DataFrame) -> pd.DataFrame:
+    """The ``out.*`` columns of logged rows, named without the prefix, without redacted ones."""
     cols = {c: c[4:] for c in logged.columns if str(c).startswith("out.")}
-    return logged[list(cols)].rename(columns=cols)
+    frame = logged[list(cols)].rename(columns=cols)
+    redacted = redacted_columns(frame)
+    return frame.drop(columns=redacted) if redacted else frame
 
 
 def proba_columns(columns: Sequence[str], output: str | None = None) -> list[str]:
@@ -111,23 +127,36 @@ def proba_columns(columns: Sequence[str], output: str | None = None) -> list[str
 def traffic_outcome(spec: MonitorSpec, logged: pd.DataFrame, window_s: float) -> Outcome:
     """Requests, error rate and latency percentiles (one count per request, not per row)."""
     first = logged[logged["row"] == 0] if "row" in logged.columns else logged
-    n = len(first)
+    ok_latency = first.loc[first["status"] == "ok", "latency_s"].to_numpy(dtype=float)
+    stats = {
+        "requests": len(first),
+        "rows": len(logged),
+        "errors": int((first["status"] != "ok").sum()),
+        "latency_s": {q: np.percentile(ok_latency, q) for q in (50, 95, 99)} if len(ok_latency) else {},
+        "top_errors": _top_errors(first),
+    }
+    return traffic_outcome_from_stats(spec, stats, window_s)
+
+
+def traffic_outcome_from_stats(spec: MonitorSpec, stats: Mapping[str, Any], window_s: float) -> Outcome:
+    """The traffic outcome from a window's aggregates (``telemetry.query.traffic_stats``' shape)."""
+    n = int(stats["requests"])
     if n < spec.min_rows:
         return Outcome(MonitorStatus.NO_DATA, None, f"{n} requests in the window (fewer than {spec.min_rows})")
-    errors = int((first["status"] != "ok").sum())
-    ok_latency = first.loc[first["status"] == "ok", "latency_s"].to_numpy(dtype=float) * 1000.0
-    pct = {f"p{q}_ms": _finite(np.percentile(ok_latency, q)) if len(ok_latency) else None for q in (50, 95, 99)}
+    errors = int(stats["errors"])
+    latency = stats["latency_s"]
+    pct = {f"p{q}_ms": _finite(latency[q] * 1000.0) if q in latency else None for q in (50, 95, 99)}
     rate = errors / n
     limit = spec.threshold if spec.threshold is not None else 0.05
     status = MonitorStatus.ALERT if rate > limit else MonitorStatus.OK
     detail = {
         "requests": n,
-        "rows": len(logged),
+        "rows": int(stats["rows"]),
         "errors": errors,
         "error_rate": rate,
         "requests_per_s": n / window_s if window_s > 0 else None,
         **pct,
-        "top_errors": _top_errors(first),
+        "top_errors": dict(stats["top_errors"]),
     }
     p99 = pct["p99_ms"]
     msg = f"{n} requests, error rate {rate:.2%} (limit {limit:.2%})" + (f", p99 {p99:.1f} ms" if p99 else "")

@@ -39,7 +39,7 @@ from mlpilot.records import (
 )
 from mlpilot.registry import Registry
 from mlpilot.store import Store
-from mlpilot.telemetry.query import read_records
+from mlpilot.telemetry.query import read_records, traffic_stats
 from mlpilot.telemetry.segments import LogRoot, as_store
 
 log = logging.getLogger("mlpilot.monitors")
@@ -91,6 +91,7 @@ class MonitorService:
         *,
         evaluate_slos: Callable[[datetime], list[Any]] | None = None,
         cache_size: int = 32,
+        max_rows: int = 200_000,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -100,6 +101,7 @@ class MonitorService:
         self.evaluate_slos = evaluate_slos
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
+        self.max_rows = max_rows
 
     # ------------------------------------------------------------------------------------------ CRUD
 
@@ -267,7 +269,9 @@ class MonitorService:
             )
             logged = kinds.apply_segment(logged, spec.segment).head(spec.window_rows)
             return logged.iloc[::-1].reset_index(drop=True)
-        logged = read_records(self.log_root, mon.deployment, since=start, until=end, variant=variant, shadow=False)
+        logged = read_records(
+            self.log_root, mon.deployment, since=start, until=end, variant=variant, shadow=False, sample=self.max_rows
+        )
         return kinds.apply_segment(logged, spec.segment)
 
     def _compute(self, mon: Monitor, start: datetime, end: datetime) -> tuple[int, kinds.Outcome]:
@@ -279,6 +283,9 @@ class MonitorService:
             joined = kinds.apply_segment(joined, spec.segment)
             detector = self._performance_detector(mon, model_ref, joined)
             return len(joined), kinds.performance_outcome(spec, joined, detector)
+        if spec.kind is MonitorKind.TRAFFIC and not spec.segment and spec.window_rows is None:
+            stats = traffic_stats(self.log_root, mon.deployment, start, end, variant)  # aggregated in DuckDB
+            return int(stats["rows"]), kinds.traffic_outcome_from_stats(spec, stats, (end - start).total_seconds())
         logged = self._window(mon, variant, start, end)
         if spec.kind is MonitorKind.TRAFFIC:
             return len(logged), kinds.traffic_outcome(spec, logged, (end - start).total_seconds())

@@ -6,6 +6,7 @@ Shapes use ``-1`` for a variable dimension (the batch dimension is always variab
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,15 +75,17 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
-        try:
-            return cls(
-                name=str(d["name"]),
-                datatype=str(d["datatype"]),
-                shape=tuple(int(x) for x in d["shape"]),
-                allow_nan=bool(d.get("allow_nan", False)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SignatureError(f"bad tensor spec {dict(d)!r}: needs name, datatype and shape") from exc
+        if not isinstance(d, Mapping) or not {"name", "datatype", "shape"} <= d.keys():
+            raise SignatureError(f"bad tensor spec {d!r}: an object with name, datatype and shape")
+        shape = d["shape"]
+        if not isinstance(shape, (list, tuple)) or not all(_is_int(x) for x in shape):
+            raise SignatureError(f"tensor {d['name']!r}: shape {shape!r} must be a list of integers")
+        return cls(
+            name=str(d["name"]),
+            datatype=str(d["datatype"]),
+            shape=tuple(int(x) for x in shape),
+            allow_nan=bool(d.get("allow_nan", False)),
+        )
 
     def accepts(self, other: TensorSpec) -> bool:
         """True when a tensor described by ``other`` fits this spec (same name/datatype, compatible shape)."""
@@ -120,6 +123,9 @@ class Signature:
     def from_dict(cls, d: Mapping[str, Any]) -> Signature:
         if not isinstance(d, Mapping) or "inputs" not in d:
             raise SignatureError("a signature is an object with 'inputs' (and optionally 'outputs', 'columnar')")
+        for group in ("inputs", "outputs"):
+            if not isinstance(d.get(group, ()), (list, tuple)):
+                raise SignatureError(f"the signature's {group!r} must be a list of tensor specs")
         return cls(
             inputs=tuple(TensorSpec.from_dict(x) for x in d["inputs"]),
             outputs=tuple(TensorSpec.from_dict(x) for x in d.get("outputs", ())),
@@ -148,6 +154,11 @@ class Signature:
             if spec.name in mine_out and mine_out[spec.name].datatype != spec.datatype:
                 problems.append(f"output {spec.name!r}: {mine_out[spec.name].datatype} vs {spec.datatype}")
         return sorted(problems)
+
+
+def _is_int(x: Any) -> bool:
+    """An integer, numpy's included; not a bool, not a float (``1.7`` is no dimension)."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
 
 
 def _has_nan(values: Any) -> bool:

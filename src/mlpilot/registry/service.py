@@ -7,12 +7,20 @@ Invariants:
   signature is inferred; only then is a version allocated. A file that fails validation creates no version and
   no event (its orphan blob is unreferenced and harmless: content-addressed, reclaimed by a later GC).
 * Versions are immutable; tags, aliases and bindings are the mutable parts, and each change is an event.
+* A model in a format that runs code when loaded (pickle, joblib, cloudpickle, Python source) is registered only
+  with a trust decision — ``trust_pickle=True`` from the caller, or ``artifacts.trust_pickle`` — checked before
+  anything is stored or loaded, recorded in its flavor metadata (``requires_trust``, ``trusted_by``,
+  ``trusted_via``; whatever a client sent under those keys is dropped) and in its ``version.created`` event
+  (``trust``). Serving loads such a version only with that record (:func:`mlpilot.flavors.check_trusted`).
+* Archives (packed indexes, skops zips) are checked against ``artifacts.max_unpacked_bytes`` and
+  ``artifacts.max_archive_members`` from their headers before anything reads their content.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,12 +28,14 @@ from typing import Any
 import pandas as pd
 
 from mlpilot.blobs import BlobStore
-from mlpilot.errors import InvalidArgument, NotFound, SignatureError
-from mlpilot.flavors import get_flavor, sniff_file
-from mlpilot.flavors.base import LoadedModel, reason
+from mlpilot.blobs.archives import check_tar, check_zip
+from mlpilot.errors import FailedPrecondition, InvalidArgument, NotFound, SignatureError
+from mlpilot.flavors import check_trusted, get_flavor, sniff_file
+from mlpilot.flavors.base import SAFE_FORMATS_HINT, Flavor, LoadedModel, reason, with_trust, without_trust
 from mlpilot.protocol.signature import Signature, infer_signature
 from mlpilot.records import ArtifactKind, ArtifactRef, ArtifactVersion, check_name
 from mlpilot.registry.datasets import describe, read_table, to_parquet_bytes
+from mlpilot.settings import ArtifactSettings
 from mlpilot.store import Store
 
 
@@ -36,12 +46,20 @@ class Registry:
         store: the control-plane store.
         blobs: where content lives.
         tmp_dir: scratch space for uploads being validated.
+        artifacts: ``trust_pickle`` and the archive limits (default: the defaults of :class:`ArtifactSettings`).
     """
 
-    def __init__(self, store: Store, blobs: BlobStore, tmp_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        tmp_dir: Path | None = None,
+        artifacts: ArtifactSettings | None = None,
+    ) -> None:
         self.store = store
         self.blobs = blobs
         self.tmp_dir = tmp_dir
+        self.artifacts = artifacts or ArtifactSettings()
 
     # ------------------------------------------------------------------------------------------ models
 
@@ -58,6 +76,7 @@ class Registry:
         metadata: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
         parents: Sequence[str] = (),
+        trust_pickle: bool = False,
     ) -> ArtifactVersion:
         """Register a model file as the next version of ``name``.
 
@@ -69,19 +88,28 @@ class Registry:
                 the signature and to smoke-test the model.
             signature: an explicit signature (dict or :class:`Signature`); checked against ``sample`` if both.
             parents: lineage, as ``NAME:VERSION`` references (e.g. the training dataset).
+            trust_pickle: the caller trusts the file's origin: a format that runs code when loaded (pickle, joblib,
+                cloudpickle, Python source) may be registered (and later served). Not needed for other formats,
+                nor with ``artifacts.trust_pickle``.
 
         Raises:
             UnknownFlavor: no flavor recognises the file. LoadError: the file does not load (corrupt, truncated).
             SignatureError: the sample does not fit the model or the explicit signature.
+            FailedPrecondition: the format runs code when loaded and nobody trusted it (nothing is stored).
+            InvalidArgument: an archive (skops) over ``artifacts.max_unpacked_bytes``/``max_archive_members``.
         """
         check_name(name, "model name")
         path = Path(path)
         if not path.is_file():
             raise InvalidArgument(f"model file {str(path)!r} does not exist")
+        if zipfile.is_zipfile(path):  # before skops reads its schema: a zip bomb fails on its headers
+            a = self.artifacts
+            check_zip(path, max_bytes=a.max_unpacked_bytes, max_members=a.max_archive_members)
         if flavor_metadata is not None and flavor is not None:
-            flv, fmeta = get_flavor(flavor), dict(flavor_metadata)
+            flv, fmeta = get_flavor(flavor), without_trust(flavor_metadata)
         else:
             flv, fmeta = sniff_file(path, flavor)
+        fmeta = self._trust(flv, fmeta, path.name, actor, trust_pickle)
         digest, size = self.blobs.put_file(path)
         loaded = flv.load(self.blobs.open_verified(digest), fmeta)
         sig = self._signature(loaded, sample, signature)
@@ -89,7 +117,7 @@ class Registry:
         meta = {**dict(metadata or {}), "flavor": dict(fmeta)}
         if tags_.unsafe:
             meta["unsafe_reason"] = "loading this format runs code (pickle/Python); it loads only from the store"
-        return self.store.create_version(
+        return self.store.create_version(  # its version.created event records the trust decision
             name=name,
             kind=ArtifactKind.MODEL,
             digest=digest,
@@ -102,6 +130,20 @@ class Registry:
             parents=parents,
             tags=tags,
             unsafe=tags_.unsafe,
+        )
+
+    def _trust(self, flv: Flavor, fmeta: dict[str, Any], filename: str, actor: str, asked: bool) -> dict[str, Any]:
+        """``fmeta`` with the trust record a format that runs code needs; refuses one nobody trusted."""
+        if not flv.tags(fmeta).unsafe:
+            return fmeta
+        if asked or self.artifacts.trust_pickle:
+            return with_trust(fmeta, actor, "request" if asked else "setting")
+        raise FailedPrecondition(
+            f"{filename} is a {flv.name} model in {fmeta.get('format', '?')} format: loading it runs code from the "
+            "file (pickle/Python). Register it only if you trust where it came from: --trust-pickle (CLI), "
+            "trust_pickle=True (SDK) or the form field trust_pickle=true (API), or set artifacts.trust_pickle "
+            f"(MLPILOT_ARTIFACTS__TRUST_PICKLE=true) on the server; or save the model as {SAFE_FORMATS_HINT}",
+            detail={"flavor": flv.name, "format": fmeta.get("format"), "requires_trust": True},
         )
 
     def _signature(
@@ -133,13 +175,15 @@ class Registry:
         """Load a registered model after verifying its digest.
 
         Raises:
-            NotFound, IntegrityError (digest mismatch), LoadError.
+            NotFound, IntegrityError (digest mismatch), LoadError, FailedPrecondition (runs code, not trusted).
         """
         version = self.store.get_version(ref)
         if version.kind is not ArtifactKind.MODEL or version.flavor is None:
             raise InvalidArgument(f"{version.ref} is a {version.kind.value}, not a model")
         flv = get_flavor(version.flavor)
-        return version, flv.load(self.blobs.open_verified(version.digest), version.metadata.get("flavor", {}))
+        fmeta = version.metadata.get("flavor", {})
+        check_trusted(flv, fmeta, version.ref)
+        return version, flv.load(self.blobs.open_verified(version.digest), fmeta)
 
     # ------------------------------------------------------------------------------------------ datasets
 
@@ -253,9 +297,14 @@ class Registry:
         be a registered dataset."""
         from mlpilot.llm.index import VectorIndex, unpack_index
 
+        a = self.artifacts
+        check_tar(path, max_bytes=a.max_unpacked_bytes, max_members=a.max_archive_members)
         scratch = self.scratch_dir()
         try:
-            manifest = VectorIndex.open(unpack_index(path, scratch / "index")).manifest
+            unpacked = unpack_index(
+                path, scratch / "index", max_total_bytes=a.max_unpacked_bytes, max_members=a.max_archive_members
+            )
+            manifest = VectorIndex.open(unpacked).manifest
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         corpus = manifest.corpus_ref

@@ -16,6 +16,11 @@ Sync work (loading, the pipeline) runs on the data plane's executor, never on th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from pathlib import Path
@@ -29,6 +34,8 @@ from mlpilot.llm.apps import AppSpec, EmbedderSpec, GeneratorSpec, parse_app
 from mlpilot.llm.backends import OpenAIBackend
 from mlpilot.llm.pipeline import AppAnswer, AppPipeline, ChatRequest
 from mlpilot.runtimes.base import Runtime, RuntimeTags
+
+log = logging.getLogger("mlpilot.runtimes")
 
 __all__ = ["APP_FLAVOR", "AppRuntime", "build_pipeline", "make_embedder", "make_generator", "open_index"]
 
@@ -133,13 +140,24 @@ def build_pipeline(
 def open_index(
     binding: Mapping[str, Any], embedder: Any, path_of: Callable[[Mapping[str, Any]], Path], cache_dir: Path
 ) -> Any:
-    """Open a bound index, unpacked once per digest under ``cache_dir``; refuse one built with another embedder."""
+    """Open a bound index, unpacked once per digest under ``cache_dir``; refuse one built with another embedder.
+
+    The unpacked copy is a cache: before each use it is compared with the digest-checked tar (``path_of``), and
+    unpacked again when it differs (a corrupted or altered file), like a cached blob."""
+    from mlpilot.blobs.archives import matches_tar
     from mlpilot.llm.index import VectorIndex, unpack_index
 
     digest = str(binding["digest"])
     dest = cache_dir / digest.replace(":", "-")
+    packed = path_of(binding)
+    if dest.is_dir() and not matches_tar(packed, dest):
+        log.warning("the unpacked index %s differs from its blob %s: unpacking it again", dest, digest)
+        stale = dest.with_name(f".{dest.name}.stale-{os.getpid()}-{threading.get_ident()}")
+        with contextlib.suppress(OSError):
+            os.rename(dest, stale)  # out of the way at once; another loader may be reading what it had opened
+        shutil.rmtree(stale, ignore_errors=True)
     if not dest.is_dir():
-        unpack_index(path_of(binding), dest, expected_digest=digest)
+        unpack_index(packed, dest, expected_digest=digest)
     index = VectorIndex.open(dest)
     built_with = index.manifest.embedding
     if embedder is not None and built_with.fingerprint != embedder.fingerprint:

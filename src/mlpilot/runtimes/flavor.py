@@ -1,4 +1,5 @@
-"""A runtime over a model flavor: loads from a verified blob, predicts on a thread pool (never the event loop)."""
+"""A runtime over a model flavor: loads from a verified blob (digest checked on every load, and a format that runs
+code only with a trust record), predicts on a thread pool (never the event loop)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from mlpilot.blobs import BlobStore
 from mlpilot.errors import InferenceError, MlpilotError, Unavailable
-from mlpilot.flavors import get_flavor
+from mlpilot.flavors import check_trusted, get_flavor
 from mlpilot.flavors.base import LoadedModel
 from mlpilot.runtimes.base import Runtime, RuntimeTags
 
@@ -22,6 +23,7 @@ class FlavorRuntime(Runtime):
     Args:
         blobs: where the model bytes are (verified against ``digest`` at load).
         executor: where sync ``predict`` runs.
+        label: names the model in errors (``NAME:VERSION``).
     """
 
     def __init__(
@@ -32,12 +34,14 @@ class FlavorRuntime(Runtime):
         flavor_metadata: Mapping[str, Any],
         executor: Executor,
         columnar: bool = False,
+        label: str = "",
     ) -> None:
         self._blobs = blobs
         self._digest = digest
         self._flavor = get_flavor(flavor)
         self._meta = dict(flavor_metadata)
         self._executor = executor
+        self._label = label or f"model {digest}"
         self._model: LoadedModel | None = None
         self._predict: Callable[[Any], dict[str, np.ndarray]] | None = None
         self.tags = RuntimeTags(columnar=columnar)
@@ -46,6 +50,7 @@ class FlavorRuntime(Runtime):
         loop = asyncio.get_running_loop()
 
         def _load() -> LoadedModel:
+            check_trusted(self._flavor, self._meta, self._label)  # before a byte is read
             return self._flavor.load(self._blobs.open_verified(self._digest), self._meta)
 
         self._model = await loop.run_in_executor(self._executor, _load)

@@ -11,6 +11,7 @@ byte per element.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,9 @@ from mlpilot.errors import InvalidArgument
 from mlpilot.protocol.signature import DATATYPES, datatype_of
 
 HEADER = "inference-header-content-length"
+#: the most elements a shape may describe, zero dimensions counted as one: far beyond any request body, and small
+#: enough that numpy can lay the array out (it refuses shapes whose byte size overflows, even empty ones)
+MAX_ELEMENTS = 2**48
 _LE = {name: dt.newbyteorder("<") for name, dt in DATATYPES.items() if name not in ("BYTES",)}
 
 
@@ -59,9 +63,22 @@ def _bytes_from_binary(buf: memoryview, count: int, name: str) -> np.ndarray:
     return out
 
 
+def element_count(shape: tuple[int, ...], name: str) -> int:
+    """How many elements ``shape`` holds (exactly: no int64 wrap-around).
+
+    Raises:
+        InvalidArgument: a negative dimension, or a shape too large to lay out (see :data:`MAX_ELEMENTS`).
+    """
+    if any(d < 0 for d in shape):
+        raise InvalidArgument(f"input {name!r}: negative dimension in shape {list(shape)}")
+    if math.prod(d or 1 for d in shape) > MAX_ELEMENTS:
+        raise InvalidArgument(f"input {name!r}: shape {list(shape)} is too large (at most {MAX_ELEMENTS} elements)")
+    return math.prod(shape)
+
+
 def tensor_from_bytes(name: str, datatype: str, shape: tuple[int, ...], chunk: memoryview | bytes) -> np.ndarray:
     """A tensor from its raw little-endian bytes (binary extension, gRPC ``raw_input_contents``)."""
-    count = int(np.prod(shape)) if shape else 1
+    count = element_count(shape, name)
     if datatype == "BYTES":
         return _bytes_from_binary(memoryview(chunk), count, name).reshape(shape)
     dt = _LE[datatype]
@@ -86,7 +103,7 @@ def _shape(raw: Any, name: str) -> tuple[int, ...]:
 
 
 def _from_json_data(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
-    count = int(np.prod(shape)) if shape else 1
+    count = element_count(shape, name)
     try:
         if datatype == "BYTES":
             flat = np.asarray(data, dtype=object).ravel()
@@ -111,7 +128,11 @@ def _from_json_data(data: Any, datatype: str, shape: tuple[int, ...], name: str)
                 info = np.iinfo(dt)
                 if arr.min() < info.min or arr.max() > info.max:
                     raise InvalidArgument(f"input {name!r}: data does not fit {datatype} ({info.min}..{info.max})")
-            arr = arr.astype(dt)
+            with np.errstate(over="ignore"):
+                cast = arr.astype(dt)
+            if dt.kind == "f" and cast.size and not np.isfinite(cast).all():  # JSON numbers are finite: overflow
+                raise InvalidArgument(f"input {name!r}: data does not fit {datatype} (|x| <= {np.finfo(dt).max:g})")
+            arr = cast
     except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
         raise InvalidArgument(f"input {name!r}: data does not fit {datatype}: {exc}") from exc
     if arr.size != count:
@@ -149,7 +170,7 @@ def decode_request(body: bytes, header_length: int | None = None) -> DecodedRequ
         if name in inputs:
             raise InvalidArgument(f"input {name!r} appears twice")
         datatype = raw.get("datatype")
-        if datatype not in DATATYPES:
+        if not isinstance(datatype, str) or datatype not in DATATYPES:
             raise InvalidArgument(f"input {name!r}: unknown datatype {datatype!r}; use one of {', '.join(DATATYPES)}")
         shape = _shape(raw.get("shape"), name)
         params = raw.get("parameters") or {}
@@ -184,6 +205,8 @@ def decode_request(body: bytes, header_length: int | None = None) -> DecodedRequ
             if not isinstance(o, dict) or not isinstance(o.get("name"), str):
                 raise InvalidArgument("each requested output needs a 'name'")
             op = o.get("parameters") or {}
+            if not isinstance(op, dict):
+                raise InvalidArgument(f"output {o['name']!r}: 'parameters' must be an object")
             outputs.append(RequestedOutput(o["name"], bool(op.get("binary_data", False))))
     rid = req.get("id")
     return DecodedRequest(

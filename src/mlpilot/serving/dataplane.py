@@ -12,6 +12,10 @@ Invariants:
 * REST and gRPC call the same methods; transports own only their codecs.
 * A deployment's input quarantine (``serving/quarantine.py``) is compiled with its routing; ``screen`` checks a
   request against it after routing and before validation: it rejects (``Quarantined``) or re-routes the request.
+* Limits (``serving/limits.py``): ``choose`` takes a token from the deployment's and the caller's rate limits (429)
+  and sends a variant whose circuit breaker is open to the deployment's fallback; ``infer`` sheds a request when
+  its variant already serves ``max_in_flight`` (503) and gives the model ``timeout_s`` to answer (504). Refused
+  requests are counted (``mlpilot_requests_refused``), not written to the request log.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,12 +36,13 @@ from typing import Any
 import numpy as np
 
 from mlpilot.blobs import BlobStore
-from mlpilot.errors import InvalidArgument, MlpilotError, NotFound, Unavailable
+from mlpilot.errors import DeadlineExceeded, InvalidArgument, MlpilotError, NotFound, Overloaded, Unavailable
 from mlpilot.executors import Executor, InProcessExecutor
 from mlpilot.protocol.signature import Signature
 from mlpilot.runtimes import BatchingRuntime, FlavorRuntime, Runtime
 from mlpilot.runtimes.app import AppRuntime
 from mlpilot.serving.codec import DecodedRequest
+from mlpilot.serving.limits import CALLER, BreakerState, CircuitBreaker, Clock, Limiter, Rate
 from mlpilot.serving.metrics import Metrics, VariantMetrics
 from mlpilot.serving.quarantine import Quarantine, Quarantined
 from mlpilot.serving.router import SplitTable
@@ -85,6 +91,8 @@ class LoadedVariant:
     key: tuple[Any, ...]
     signature: Signature | None
     output_names: list[str] = field(default_factory=list)
+    in_flight: int = 0  # requests this variant serves now (waiting for a batch included)
+    breaker: CircuitBreaker | None = None  # only in a deployment with a fallback, never on the fallback itself
 
     @property
     def version(self) -> str:
@@ -99,6 +107,9 @@ class LoadedDeployment:
     by_version: dict[str, str]
     shadows: list[LoadedVariant]
     quarantine: Quarantine | None = None  # None: no rules (the hot path tests only this)
+    rate: Rate | None = None  # the deployment's rate limit
+    max_in_flight: int = 512  # per variant
+    fallback: LoadedVariant | None = None  # answers for a variant whose breaker is open
 
 
 @dataclass
@@ -135,6 +146,9 @@ class DataPlane:
             the data plane owns it from then on and closes it in :meth:`close`.
         shadow_executor: runs sync model code of shadows (in-process runtimes).
         shadow_limit: most shadow predictions in flight before new ones are dropped.
+        caller_rate: every caller's rate limit (None: none); ``max_callers`` callers' buckets are kept.
+        max_in_flight: requests a variant serves at once before more are shed (a deployment's limits override it).
+        clock: monotonic seconds, for rate limits and circuit breakers.
     """
 
     def __init__(
@@ -150,6 +164,10 @@ class DataPlane:
         unload_grace_s: float = 5.0,
         cache_dir: Path | None = None,
         llm_prices: Mapping[str, Mapping[str, float]] | None = None,
+        caller_rate: Rate | None = None,
+        max_callers: int = 10_000,
+        max_in_flight: int = 512,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.blobs = blobs
         self.cache_dir = cache_dir if cache_dir is not None else blobs.root.parent / "cache"
@@ -166,6 +184,9 @@ class DataPlane:
         self._errors: dict[str, str] = {}
         self._apply_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+        self.limiter = Limiter(caller_rate, max_callers, clock)
+        self.max_in_flight = max_in_flight
+        self._clock = clock
 
     # ------------------------------------------------------------------------------------------ snapshots
 
@@ -223,6 +244,10 @@ class DataPlane:
         for v in route.variants:
             by_version.setdefault(str(v.model.version), v.name)
             by_version.setdefault(v.name, v.name)
+        limits = route.limits
+        fallback = variants.get(limits.fallback) if limits is not None and limits.fallback else None
+        for lv in variants.values():
+            self._fit_breaker(route.name, lv, fallback, limits)
         return LoadedDeployment(
             route=route,
             variants=variants,
@@ -230,7 +255,34 @@ class DataPlane:
             by_version=by_version,
             shadows=[variants[s] for s in route.shadows if s in variants],
             quarantine=Quarantine(route.quarantine) if route.quarantine else None,
+            rate=Rate.of(limits.rate_per_s, limits.burst) if limits is not None else None,
+            max_in_flight=limits.max_in_flight if limits is not None and limits.max_in_flight else self.max_in_flight,
+            fallback=fallback,
         )
+
+    def _fit_breaker(self, deployment: str, lv: LoadedVariant, fallback: LoadedVariant | None, limits: Any) -> None:
+        """Give ``lv`` the breaker its deployment's limits call for (kept, with its state, when they are unchanged)."""
+        if fallback is None or lv is fallback:
+            if lv.breaker is not None:
+                lv.breaker = None
+                with contextlib.suppress(KeyError):
+                    self.metrics.breaker_open.remove(deployment, lv.route.name)
+            return
+        b = lv.breaker
+        if b is not None and (b.failures, b.open_s) == (limits.breaker_failures, limits.breaker_open_s):
+            return
+        gauge = self.metrics.breaker_open.labels(deployment, lv.route.name)
+        breaker = CircuitBreaker(limits.breaker_failures, limits.breaker_open_s, clock=self._clock)
+        breaker.on_change(lambda state: self._breaker_changed(deployment, lv.route.name, state, gauge))
+        gauge.set(0)
+        lv.breaker = breaker
+
+    def _breaker_changed(self, deployment: str, variant: str, state: BreakerState, gauge: Any) -> None:
+        gauge.set(1 if state is BreakerState.OPEN else 0)
+        if state is BreakerState.OPEN:
+            log.warning("circuit breaker of %s/%s opened: its requests go to the fallback", deployment, variant)
+        elif state is BreakerState.CLOSED:
+            log.info("circuit breaker of %s/%s closed", deployment, variant)
 
     async def _load_variant(self, deployment: str, v: VariantRoute, key: tuple[Any, ...]) -> LoadedVariant:
         vm = self.metrics.variant(deployment, v.name)
@@ -357,13 +409,35 @@ class DataPlane:
 
     # ------------------------------------------------------------------------------------------ inference
 
-    def choose(self, name: str, version: str | None, sticky_key: str | None) -> tuple[LoadedDeployment, LoadedVariant]:
+    def choose(
+        self, name: str, version: str | None, sticky_key: str | None, caller: str | None = None
+    ) -> tuple[LoadedDeployment, LoadedVariant]:
+        """The deployment and the variant that serve a request, after its rate limits (``caller``: the API key's
+        name or the client's address; default: ``limits.CALLER``, which the transports set).
+
+        Raises:
+            NotFound: no such deployment or version. Unavailable: no variant takes traffic.
+            ResourceExhausted: over the deployment's or the caller's rate limit (nothing is counted against the
+                other one).
+        """
         d = self.deployment(name)
+        if self.limiter.caller_rate is not None and caller is None:
+            caller = CALLER.get()
+        if d.rate is not None or (caller is not None and self.limiter.caller_rate is not None):
+            try:
+                self.limiter.admit(name, d.rate, caller)
+            except MlpilotError as exc:
+                self.metrics.refused.labels(name, f"rate_{exc.detail.get('limit', 'limit')}").inc()
+                raise
         if version is not None:
             return d, self.variant_for(name, version)
         if d.split is None:
             raise Unavailable(f"model {name!r} has no variant taking traffic (all weights are 0)")
-        return d, d.variants[d.split.route(sticky_key)]
+        lv = d.variants[d.split.route(sticky_key)]
+        if lv.breaker is not None and d.fallback is not None and not lv.breaker.allow():
+            self.metrics.breaker_rerouted.labels(name, lv.route.name).inc()
+            return d, d.fallback
+        return d, lv
 
     def screen(
         self,
@@ -412,13 +486,58 @@ class DataPlane:
 
         Args:
             arrived: ``perf_counter()`` when the request arrived (its record's ``decode_s`` counts from there).
+        Raises:
+            Overloaded: the variant already serves ``max_in_flight`` requests (shed; ``retry_after_s`` 1 s).
+            DeadlineExceeded: the model did not answer within the variant's ``timeout_s``.
         """
-        model_input = lv.validator(request.inputs)
+        breaker = lv.breaker
+        if lv.in_flight >= d.max_in_flight:
+            if breaker is not None:
+                breaker.release()
+            self.metrics.refused.labels(d.route.name, "shed").inc()
+            raise Overloaded(
+                f"variant {lv.route.name!r} of {d.route.name!r} is serving its limit of {d.max_in_flight} requests; "
+                "retry shortly",
+                retry_after_s=1.0,
+            )
+        lv.in_flight += 1
+        try:
+            return await self._infer(d, lv, request, request_id, sticky_key, trace_id, arrived, breaker)
+        finally:
+            lv.in_flight -= 1
+
+    async def _infer(
+        self,
+        d: LoadedDeployment,
+        lv: LoadedVariant,
+        request: DecodedRequest,
+        request_id: str,
+        sticky_key: str | None,
+        trace_id: str | None,
+        arrived: float | None,
+        breaker: CircuitBreaker | None,
+    ) -> InferResult:
+        try:
+            model_input = lv.validator(request.inputs)
+        except MlpilotError:
+            if breaker is not None:
+                breaker.release()
+            raise
         t0 = time.perf_counter()
         decode_s = t0 - arrived if arrived is not None else 0.0
         try:
-            outputs = await lv.runtime.predict(model_input)
+            try:
+                outputs = await _within(lv.runtime.predict(model_input), lv.route.timeout_s)
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"variant {lv.route.name!r} of {d.route.name!r} did not answer within {lv.route.timeout_s:g} s"
+                ) from None
         except MlpilotError as exc:
+            if breaker is not None:
+                if exc.http_status >= 500:
+                    breaker.failure()
+                else:
+                    breaker.release()
             self._record(
                 d,
                 lv,
@@ -433,6 +552,8 @@ class DataPlane:
                 decode_s=decode_s,
             )
             raise
+        if breaker is not None:
+            breaker.success()
         t1 = time.perf_counter()
         predict_s = t1 - t0
         logged = {lv.validator.single_name: model_input} if lv.validator.single_name else model_input
@@ -530,6 +651,22 @@ class DataPlane:
             lv.metrics.requests["server_error"].inc()
         finally:
             self._shadow_slots += 1
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(aw: Awaitable[Any], timeout_s: float) -> Any:
+        """``await aw``, or ``TimeoutError`` after ``timeout_s`` (no extra task, unlike ``wait_for`` before 3.12)."""
+        async with asyncio.timeout(timeout_s):
+            return await aw
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(aw: Awaitable[Any], timeout_s: float) -> Any:
+        try:
+            return await asyncio.wait_for(aw, timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise TimeoutError from exc
 
 
 def _timed(fn: Any, arg: Any) -> tuple[Any, float]:

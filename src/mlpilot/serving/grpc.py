@@ -28,6 +28,7 @@ from mlpilot.serving.codec import (
     tensor_to_bytes,
 )
 from mlpilot.serving.dataplane import DataPlane
+from mlpilot.serving.limits import CALLER
 
 log = logging.getLogger("mlpilot.serving")
 SERVICE = "inference.GRPCInferenceService"
@@ -41,6 +42,7 @@ GRPC_STATUS: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     ErrorKind.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
     ErrorKind.DATA_LOSS: grpc.StatusCode.DATA_LOSS,
     ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
@@ -92,7 +94,9 @@ def _param(p: Any) -> Any:
 
 #: ``authorize(method, model, metadata)``: raises ``MlpilotError`` (unauthenticated, permission denied) to refuse a
 #: call; supplied by the server when authentication is on (``mlpilot.auth.gate``), the data plane never checks keys.
-Authorize = Callable[[str, "str | None", Mapping[str, str]], Awaitable[None]]
+#: checks a call's credentials (raises Unauthenticated / PermissionDenied); returns the principal (with an ``actor``)
+#: or None when no key was checked.
+Authorize = Callable[[str, "str | None", Mapping[str, str]], Awaitable[Any]]
 
 
 class InferenceServicer:
@@ -136,11 +140,17 @@ class InferenceServicer:
     def _guard(self, fn: Any, method: str) -> Any:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
+                principal = None
                 if self.authorize is not None:
                     model = getattr(request, "model_name", None) or getattr(request, "name", None)
-                    await self.authorize(method, model, dict(context.invocation_metadata() or ()))
+                    principal = await self.authorize(method, model, dict(context.invocation_metadata() or ()))
+                if self.dp.limiter.caller_rate is not None:
+                    CALLER.set(principal.actor if principal is not None else _peer_address(context.peer()))
                 return await fn(request, context)
             except MlpilotError as exc:
+                after = exc.retry_after_header()
+                if after is not None:
+                    context.set_trailing_metadata((("retry-after", after),))
                 await context.abort(GRPC_STATUS[exc.kind], exc.message)
             except Exception:
                 log.exception("unexpected gRPC error")
@@ -265,3 +275,10 @@ async def start_grpc_server(
         raise OSError(f"cannot bind gRPC to {host}:{port}")
     await server.start()
     return server
+
+
+def _peer_address(peer: str) -> str:
+    """``addr:<host>`` of a gRPC peer (``ipv4:127.0.0.1:5123``, ``ipv6:[::1]:5123``): the client, not its port."""
+    host = peer.split(":", 1)[1] if ":" in peer else peer
+    host = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    return f"addr:{host.strip('[]')}"

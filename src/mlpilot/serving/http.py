@@ -18,6 +18,7 @@ import orjson
 from mlpilot.errors import HTTP_STATUS, InvalidArgument, MlpilotError, NotFound
 from mlpilot.serving.codec import HEADER, decode_request, encode_response
 from mlpilot.serving.dataplane import DataPlane
+from mlpilot.serving.limits import CALLER
 from mlpilot.serving.openai import OpenAIEdge, error_body, sse
 from mlpilot.serving.quarantine import Quarantined
 from mlpilot.serving.tracing import RequestTracer
@@ -88,6 +89,10 @@ class InferenceApp:
         elif path.startswith("/v1/") or path == "/v1":
             await self._v1(scope, receive, send, path)
         elif path == "/metrics":
+            if scope["method"] not in ("GET", "HEAD"):
+                body = orjson.dumps({"error": f"{scope['method']} is not allowed on /metrics; use GET"})
+                await _respond(send, 405, body, _JSON, None, [(b"allow", b"GET, HEAD")])
+                return
             body, ctype = self.dp.metrics.render()
             await _respond(send, 200, body, ctype.encode(), None)
         elif self.fallback is not None:
@@ -101,6 +106,8 @@ class InferenceApp:
         parts = path.rstrip("/").split("/")[2:]  # after "", "v2"
         try:
             if method == "POST" and parts and parts[-1] == "infer":
+                if self.dp.limiter.caller_rate is not None:
+                    CALLER.set(_caller(scope))
                 inflight = self.dp.metrics.inflight
                 inflight.inc()
                 try:
@@ -109,7 +116,7 @@ class InferenceApp:
                     inflight.dec()
                 return
             if method not in ("GET", "HEAD"):
-                raise InvalidArgument(f"{method} is not allowed on {path}")
+                raise MethodNotAllowed(f"{method} is not allowed on {path}")
             await self._get(send, parts, request_id, path)
         except MlpilotError as exc:
             reason = "not_found" if isinstance(exc, NotFound) else "bad_request"
@@ -117,10 +124,15 @@ class InferenceApp:
                 reason = "too_large"
             if isinstance(exc, Quarantined):  # routed, then refused: counted by the data plane
                 status = 422
+            elif exc.retry_after_s is not None:  # refused by a limit: counted by the data plane
+                status = HTTP_STATUS[exc.kind]
             else:
                 self.dp.metrics.unmatched[reason].inc()
-                status = 413 if isinstance(exc, PayloadTooLarge) else HTTP_STATUS[exc.kind]
-            await _respond(send, status, orjson.dumps({"error": exc.message}), _JSON, request_id)
+                status = (
+                    413 if isinstance(exc, PayloadTooLarge) else 405 if isinstance(exc, MethodNotAllowed) else (
+                        HTTP_STATUS[exc.kind])
+                )  # fmt: skip
+            await _respond(send, status, orjson.dumps({"error": exc.message}), _JSON, request_id, _retry(exc))
         except Exception:
             log.exception("unexpected error on %s", path)
             self.dp.metrics.unmatched["internal"].inc()
@@ -159,6 +171,8 @@ class InferenceApp:
         def sticky(header: str | None) -> str | None:
             return _header(scope, header.lower().encode()) if header else None
 
+        if self.dp.limiter.caller_rate is not None:
+            CALLER.set(_caller(scope))
         inflight = self.dp.metrics.inflight
         inflight.inc()
         try:
@@ -188,9 +202,10 @@ class InferenceApp:
             status = 413 if isinstance(exc, PayloadTooLarge) else 405 if isinstance(exc, MethodNotAllowed) else (
                 HTTP_STATUS[exc.kind])  # fmt: skip
             reason = "not_found" if status == 404 else "too_large" if status == 413 else "bad_request"
-            self.dp.metrics.unmatched["internal" if status >= 500 else reason].inc()
+            if exc.retry_after_s is None:  # refusals by a limit are counted by the data plane
+                self.dp.metrics.unmatched["internal" if status >= 500 else reason].inc()
             param = (exc.detail or {}).get("param") if isinstance(exc.detail, dict) else None
-            await _respond(send, status, error_body(status, exc.message, param), _JSON, request_id)
+            await _respond(send, status, error_body(status, exc.message, param), _JSON, request_id, _retry(exc))
         except Exception:
             log.exception("unexpected error on %s", path)
             self.dp.metrics.unmatched["internal"].inc()
@@ -325,6 +340,20 @@ class InferenceApp:
             chunks.append(chunk)
             more = message.get("more_body", False)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _caller(scope: Scope) -> str | None:
+    """Who sends the request: the API key the auth gate checked, else the client's address."""
+    principal = scope.get("state", {}).get("principal")
+    if principal is not None:
+        return str(principal.actor)  # key:<name> or oidc:<subject>
+    client = scope.get("client")
+    return f"addr:{client[0]}" if client else None
+
+
+def _retry(exc: MlpilotError) -> list[tuple[bytes, bytes]] | None:
+    after = exc.retry_after_header()
+    return [(b"retry-after", after.encode())] if after is not None else None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -11,6 +11,8 @@ from any thread. Names follow Prometheus conventions: ``mlpilot_`` prefix, base 
 from __future__ import annotations
 
 import contextlib
+import gc
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -94,6 +96,33 @@ class VariantMetrics:
         self.batch = Histo(BATCH_BUCKETS)
 
 
+GC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class GcPauses:
+    """How long Python's cyclic garbage collector stops the process, by generation (a ``gc.callbacks`` entry): a
+    full collection over a large heap stops the event loop for as long as it runs. Collections never overlap (they
+    run with the GIL held), so one start time suffices."""
+
+    def __init__(self) -> None:
+        self.histos = {g: Histo(GC_BUCKETS) for g in range(3)}
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.histos[min(info["generation"], 2)].observe(time.perf_counter() - self._t0)
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def uninstall(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self)
+
+
 class _PerRequestCollector:
     """Renders the per-request series at scrape time."""
 
@@ -127,6 +156,18 @@ class _PerRequestCollector:
         yield GaugeMetricFamily(
             "mlpilot_inflight_requests", "Requests being served", value=getattr(m.inflight, "value", 0.0)
         )
+        if m.gc_pauses is not None:
+            gc_family = HistogramMetricFamily(
+                "mlpilot_gc_pause_seconds", "Pauses of the cyclic garbage collector", labels=["generation"]
+            )
+            for generation, h in m.gc_pauses.histos.items():
+                gc_family.add_metric([str(generation)], h.cumulative(), h.sum)
+            yield gc_family
+            yield GaugeMetricFamily(
+                "mlpilot_gc_frozen_objects",
+                "Objects moved out of the collector's reach once the server was ready (server.gc_freeze)",
+                value=gc.get_freeze_count(),
+            )
 
 
 class Metrics:
@@ -140,6 +181,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.variants: dict[tuple[str, str], VariantMetrics] = {}
+        #: the garbage collector's pauses, measured in server processes (:meth:`watch_gc`)
+        self.gc_pauses: GcPauses | None = None
         self.inflight: Any = Count() if per_request else _OFF
         r.register(_PerRequestCollector(self))
         self.queue_depth = Gauge(
@@ -154,7 +197,11 @@ class Metrics:
             ["deployment", "variant"],
             registry=r,
         )
-        self.log_dropped = Counter("mlpilot_log_dropped", "Request-log records dropped (writer queue full)", registry=r)
+        self.log_dropped = Counter(
+            "mlpilot_log_dropped",
+            "Request-log records dropped (writer queue full, writes failing for good, refused in strict mode)",
+            registry=r,
+        )
         self.log_shipped = Counter(
             "mlpilot_log_segments_shipped", "Request-log segments shipped to object storage (logs.remote)", registry=r
         )
@@ -183,6 +230,24 @@ class Metrics:
             registry=r,
         )
         self.snapshot_version = Gauge("mlpilot_snapshot_version", "Routing snapshot being served", registry=r)
+        self.refused = Counter(
+            "mlpilot_requests_refused",
+            "Requests refused by a limit (reason: rate_deployment, rate_caller, shed)",
+            ["deployment", "reason"],
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            "mlpilot_circuit_breaker_open",
+            "1 while a variant's circuit breaker is open",
+            ["deployment", "variant"],
+            registry=r,
+        )
+        self.breaker_rerouted = Counter(
+            "mlpilot_circuit_breaker_rerouted",
+            "Requests sent to the fallback because the variant's circuit breaker was open",
+            ["deployment", "variant"],
+            registry=r,
+        )
         self.quarantined = Counter(
             "mlpilot_quarantined_requests",
             "Requests an input quarantine rule rejected or routed, by feature and action (reject, route)",
@@ -198,15 +263,26 @@ class Metrics:
         self.variants[(deployment, variant)] = vm
         return vm
 
+    def watch_gc(self) -> GcPauses:
+        """Measure this process's garbage-collector pauses (``mlpilot_gc_pause_seconds``) until :meth:`unwatch_gc`."""
+        if self.gc_pauses is None:
+            self.gc_pauses = GcPauses()
+        self.gc_pauses.install()
+        return self.gc_pauses
+
+    def unwatch_gc(self) -> None:
+        if self.gc_pauses is not None:
+            self.gc_pauses.uninstall()
+
     def watch_queue(self, deployment: str, variant: str, depth: Callable[[], float]) -> None:
         self.queue_depth.labels(deployment, variant).set_function(depth)
 
     def forget(self, deployment: str, variant: str) -> None:
         """Drop the series of an unloaded variant (keeps /metrics from growing forever)."""
         self.variants.pop((deployment, variant), None)
-        for metric, labels in ((self.queue_depth, (deployment, variant)), (self.shadow_dropped, (deployment, variant))):
+        for metric in (self.queue_depth, self.shadow_dropped, self.breaker_open, self.breaker_rerouted):
             with contextlib.suppress(KeyError):
-                metric.remove(*labels)
+                metric.remove(deployment, variant)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

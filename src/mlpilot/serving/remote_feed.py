@@ -32,6 +32,14 @@ class FeedError(Exception):
     """The control plane answered, but not with a snapshot (an error status, a malformed body)."""
 
 
+class FeedRefused(FeedError):
+    """The control plane refused this data plane's credentials (401, 403)."""
+
+
+#: where a data plane's key comes from (``mlpilot serve``)
+KEY_HINT = "the key in $MLPILOT_API_KEY (or the variable --api-key-env names), which needs the read scope"
+
+
 class RemoteFeed:
     """Follow the control plane at ``control_url``.
 
@@ -39,7 +47,7 @@ class RemoteFeed:
         apply: the data plane's ``apply`` (returns False for a snapshot that is not newer).
         current_version: the data plane's snapshot version (what ``after`` asks past).
         state_file: where the last applied snapshot is kept (None: not kept).
-        headers: sent with every request (credentials, once the API checks them).
+        headers: sent with every request (the data plane's key: ``Authorization: Bearer …``).
         wait_s: how long the control plane may hold one request.
         backoff_s: first and longest pause between attempts while the control plane is unreachable.
     """
@@ -118,14 +126,19 @@ class RemoteFeed:
         Returns True if a new snapshot was applied.
 
         Raises:
-            httpx.HTTPError: the control plane cannot be reached. FeedError: it answered without a snapshot.
+            httpx.HTTPError: the control plane cannot be reached. FeedError: it answered without a snapshot
+            (FeedRefused: it refused this data plane's key).
         """
         current = self._current()
         response = await self._http.get("/api/v1/snapshot", params={"after": current, "wait_s": wait_s})
         body = _json(response)
         if response.status_code != 200 or body is None:
             message = body.get("error") if isinstance(body, dict) else None
-            raise FeedError(f"HTTP {response.status_code} from {self.control_url}: {message or response.text[:200]}")
+            text = f"HTTP {response.status_code} from {self.control_url}: {message or response.text[:200]}"
+            if response.status_code in (401, 403):
+                sent = "sent" if "authorization" in self._http.headers else "did not send"
+                raise FeedRefused(f"{text} (this data plane {sent} {KEY_HINT})")
+            raise FeedError(text)
         if not body.get("changed", True):
             self.loaded = True
             self._check_behind(int(body.get("version", 0)), current)
@@ -166,8 +179,9 @@ class RemoteFeed:
             except Exception as exc:  # unreachable, an error answer, a bad snapshot: keep serving, retry
                 if not self.failing:
                     log.error(
-                        "control plane %s unreachable (%s); serving the last snapshot (version %d)",
+                        "control plane %s %s (%s); serving the last snapshot (version %d)",
                         self.control_url,
+                        "refused this data plane" if isinstance(exc, FeedRefused) else "unreachable",
                         _describe(exc),
                         self._current(),
                     )

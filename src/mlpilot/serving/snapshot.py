@@ -69,6 +69,18 @@ class QuarantineRoute:
 
 
 @dataclass(frozen=True)
+class LimitsRoute:
+    """A deployment's limits (``DeploymentSpec.limits``; see ``serving/limits.py``)."""
+
+    rate_per_s: float | None = None
+    burst: int | None = None
+    max_in_flight: int | None = None
+    fallback: str | None = None
+    breaker_failures: int = 5
+    breaker_open_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class DeploymentRoute:
     name: str
     revision: int
@@ -77,6 +89,7 @@ class DeploymentRoute:
     shadows: tuple[str, ...] = ()
     sticky_header: str | None = None
     quarantine: tuple[QuarantineRoute, ...] = ()
+    limits: LimitsRoute | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mlpilot.serving.spec_schemas import OPERATIONS, SCHEMAS
+
 Where = Literal["path", "body"] | None
 
 
@@ -78,14 +80,15 @@ def match(method: str, path: str) -> tuple[InferenceRoute, dict[str, str]] | Non
 
 
 def inference_openapi(version: str = "") -> dict[str, Any]:
-    """The OpenAPI document of the inference API (paths and scopes; request bodies are OIP v2's and OpenAI's)."""
+    """The OpenAPI document of the inference API: paths, scopes, and the request and response schemas of OIP v2
+    and of the OpenAI API (``serving/spec_schemas.py``)."""
     paths: dict[str, dict[str, Any]] = {}
     for r in INFERENCE_ROUTES:
         params = [
             {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
             for n in re.findall(r"\{(\w+)\}", r.path)
         ]
-        op: dict[str, Any] = {"summary": r.summary, "x-mlpilot-scope": r.scope, "responses": {"200": {}}}
+        op: dict[str, Any] = {"summary": r.summary, "x-mlpilot-scope": r.scope, **OPERATIONS[(r.method, r.path)]}
         if params:
             op["parameters"] = params
         paths.setdefault(r.path, {})[r.method.lower()] = op
@@ -93,4 +96,5 @@ def inference_openapi(version: str = "") -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "mlpilot inference API", "version": version},
         "paths": paths,
+        "components": {"schemas": SCHEMAS},
     }

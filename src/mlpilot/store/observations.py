@@ -169,12 +169,19 @@ class ObservationsMixin(StoreMixin):
         return pd.DataFrame({n: pd.Series(list(c), dtype=object) for n, c in zip(names, columns, strict=True)})
 
     def list_feedback(
-        self, deployment: str, kind: str | None = None, since: datetime | None = None, until: datetime | None = None
+        self,
+        deployment: str,
+        kind: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        request_id: str | None = None,
     ) -> list[dict[str, Any]]:
         f = t.feedback
         stmt = sa.select(f).where(f.c.deployment == deployment)
         if kind:
             stmt = stmt.where(f.c.kind == kind)
+        if request_id is not None:
+            stmt = stmt.where(f.c.request_id == request_id)
         if since is not None:
             stmt = stmt.where(f.c.ts >= since)
         if until is not None:

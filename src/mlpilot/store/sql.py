@@ -130,10 +130,10 @@ class Store(
             yield
         except sa_exc.IntegrityError as exc:
             raise Conflict(f"conflicting concurrent change: {exc.orig}") from exc
-        except sa_exc.OperationalError as exc:
-            raise Unavailable(f"the store is unavailable: {exc.orig}") from exc
+        except sa_exc.OperationalError as exc:  # locked, or unreachable: worth retrying shortly (Retry-After)
+            raise Unavailable(f"the store is unavailable: {exc.orig}", retry_after_s=1) from exc
         except sa_exc.InterfaceError as exc:
-            raise Unavailable(f"the store is unavailable: {exc}") from exc
+            raise Unavailable(f"the store is unavailable: {exc}", retry_after_s=1) from exc
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -260,14 +260,11 @@ class Store(
                 conn.execute(t.lineage.insert().values(child_id=vid, parent_id=pid))
             if kind.value in LIVE_BOUND_KINDS:  # an app bound to the bare name follows the latest version
                 self._bump(conn, SNAPSHOT_COUNTER)
-            self._event(
-                conn,
-                actor,
-                "version.created",
-                f"artifact:{name}",
-                None,
-                {"version": version, "digest": digest, "flavor": flavor, "parents": list(parents)},
-            )
+            after: dict[str, Any] = {"version": version, "digest": digest, "flavor": flavor, "parents": list(parents)}
+            if unsafe:  # a format that runs code when loaded: who trusted it, and how (mlpilot.registry)
+                fmeta = (metadata or {}).get("flavor") or {}
+                after["trust"] = {"by": fmeta.get("trusted_by"), "via": fmeta.get("trusted_via")}
+            self._event(conn, actor, "version.created", f"artifact:{name}", None, after)
             return self._version_record(conn, name, kind.value, self._version_row_by_id(conn, vid))
 
     def _version_row_by_id(self, conn: Connection, vid: int) -> Any:

@@ -18,7 +18,7 @@ Groups with different columns are concatenated by name (missing columns become n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -57,13 +57,18 @@ def dictionary_columns(schema: Any) -> list[str]:
     ]
 
 
-def partition_tables(records: Sequence[Any]) -> dict[tuple[str, int], list[Any]]:
+def partition_tables(
+    records: Sequence[Any], redact: Callable[[Any], Any] | None = None
+) -> dict[tuple[str, int], list[Any]]:
     """Arrow tables of ``records`` by ``(deployment, hour)`` (hour = ``int(ts // 3600)``), one per group of
     records that share their columns.
 
     Within a (deployment, variant, model) the data plane validated every input against one signature, so the
     columns are the same; failed requests (no outputs) form their own group (``status``), and so do inputs of
     another kind (:func:`_tables` splits those, and records on both sides of an hour boundary).
+
+    ``redact`` (:meth:`mlpilot.telemetry.redact.Redactor.table`) is applied to every table: the one place where
+    request-log rows are made, so nothing reaches a segment unredacted.
     """
     if not records:
         return {}
@@ -84,7 +89,7 @@ def partition_tables(records: Sequence[Any]) -> dict[tuple[str, int], list[Any]]
     parts: dict[tuple[str, int], list[Any]] = {}
     for g in groups:
         for hour, table in _tables(g):
-            parts.setdefault((g[0].deployment, hour), []).append(table)
+            parts.setdefault((g[0].deployment, hour), []).append(table if redact is None else redact(table))
     return parts
 
 

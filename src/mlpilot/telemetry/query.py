@@ -114,8 +114,14 @@ def read_records(
     columns: list[str] | None = None,
     limit: int | None = None,
     newest_first: bool = False,
+    sample: int | None = None,
 ) -> pd.DataFrame:
     """Logged rows of ``deployment`` in a time window, as a DataFrame (one row per input row).
+
+    Args:
+        sample: at most this many rows, a uniform random sample of the window's (reservoir sampling in DuckDB,
+            repeatable), in time order; None: every row. Ignored with ``limit`` or ``columns`` (the time order
+            needs ``ts`` and ``row``, which a column subset may leave out).
 
     Raises:
         InvalidArgument: an unknown column was asked for.
@@ -125,7 +131,7 @@ def read_records(
         deployment,
         since,
         until,
-        lambda files: _read(root, files, since, until, variant, status, shadow, columns, limit, newest_first),
+        lambda files: _read(root, files, since, until, variant, status, shadow, columns, limit, newest_first, sample),
     )
 
 
@@ -140,6 +146,7 @@ def _read(
     columns: list[str] | None,
     limit: int | None,
     newest_first: bool,
+    sample: int | None = None,
 ) -> pd.DataFrame:
     if not files:
         return pd.DataFrame(columns=list(columns or META_COLUMNS))
@@ -159,15 +166,70 @@ def _read(
             select = ", ".join(f'"{c}"' for c in columns)
         else:
             select = "* EXCLUDE (dt, hour)" if "dt" in available else "*"
-        sql = (
-            f"SELECT {select} FROM read_parquet(?, union_by_name=true) WHERE {' AND '.join(where)} "
-            f"ORDER BY ts {'DESC' if newest_first else 'ASC'}, row"
-        )
+        order = f"ORDER BY ts {'DESC' if newest_first else 'ASC'}, row"
+        sql = f"SELECT {select} FROM read_parquet(?, union_by_name=true) WHERE {' AND '.join(where)}"
+        if sample is not None and limit is None and not columns:
+            sql = f"SELECT * FROM ({sql}) AS w USING SAMPLE reservoir({int(sample)} ROWS) REPEATABLE (7) {order}"
+        else:
+            sql += f" {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return con.execute(sql, [files, *params]).df()
     finally:
         con.close()
+
+
+#: up to this many requests in a window, :func:`traffic_stats` computes exact percentiles (see there)
+EXACT_QUANTILES_UP_TO = 100_000
+
+
+def traffic_stats(
+    root: LogRoot, deployment: str, since: datetime, until: datetime, variant: str | None = None
+) -> dict[str, Any]:
+    """What the traffic monitor needs of a window, aggregated in DuckDB (no rows leave it, whatever the window
+    holds): ``requests`` (served, not shadows), ``rows``, ``errors``, ``latency_s`` (p50/p95/p99 of the ok
+    requests) and ``top_errors`` (the 5 most frequent messages, first 120 characters).
+
+    Percentiles are exact (linear interpolation, numpy's default) up to ``EXACT_QUANTILES_UP_TO`` requests and
+    t-digest estimates (DuckDB's ``approx_quantile``) beyond: an exact quantile holds every value of the window in
+    memory (~16 bytes a row: 230 MB for an hour at 4,000 requests/s, inside the server), a t-digest a few KB."""
+
+    def run(files: list[str]) -> dict[str, Any]:
+        stats: dict[str, Any] = {"requests": 0, "rows": 0, "errors": 0, "latency_s": {}, "top_errors": {}}
+        if not files:
+            return stats
+        con = connect(root)
+        try:
+            where, params = _window(since, until)
+            where.append("shadow = false")
+            if variant is not None:
+                where.append("variant = ?")
+                params.append(variant)
+            base = f"FROM read_parquet(?, union_by_name=true) WHERE {' AND '.join(where)}"
+            ok = "FILTER (WHERE row = 0 AND status = 'ok') "
+            requests, rows, errors, q = con.execute(
+                "SELECT count(*) FILTER (WHERE row = 0), count(*), count(*) FILTER (WHERE row = 0 AND status <> 'ok'), "
+                f"approx_quantile(latency_s, [0.5, 0.95, 0.99]) {ok}{base}",
+                [files, *params],
+            ).fetchone()
+            if requests <= EXACT_QUANTILES_UP_TO:  # a small window: exact, a second scan that costs little
+                q = con.execute(f"SELECT quantile_cont(latency_s, [0.5, 0.95, 0.99]) {ok}{base}", [files, *params])
+                q = q.fetchone()[0]
+            stats.update(requests=int(requests), rows=int(rows), errors=int(errors))
+            if q is not None:
+                stats["latency_s"] = {50: q[0], 95: q[1], 99: q[2]}
+            if errors and "error" in con.read_parquet(files, union_by_name=True).columns:
+                top = con.execute(
+                    f"SELECT left(error, 120) AS e, count(*) AS n {base} AND row = 0 AND status <> 'ok' "
+                    "AND error IS NOT NULL GROUP BY e ORDER BY n DESC, e LIMIT 5",
+                    [files, *params],
+                ).fetchall()
+                stats["top_errors"] = {str(e): int(n) for e, n in top}
+            return stats
+        finally:
+            con.close()
+
+    return with_segment_files(root, deployment, since, until, run)
 
 
 def count_records(root: LogRoot, deployment: str, since: datetime | None = None, until: datetime | None = None) -> int:

@@ -15,7 +15,18 @@ Durability:
   most the records of the last interval plus what was being written. A graceful ``stop()`` loses nothing.
 * ``strict``: ``append_durable`` returns only after the record is in the write-ahead spill file and that file
   is fsynced; the writer group-commits (one fsync for every record that arrived meanwhile). Spill files are
-  turned into segments afterwards, and on start any spill left by a crash is replayed first.
+  turned into segments afterwards, and on start any spill left by a crash is replayed first — each record once:
+  records a crashed process had already written to a segment are left out (:func:`~mlpilot.telemetry.recovery.
+  written_keys`).
+
+Failures (a full disk, a read-only directory): a segment that cannot be written is kept in memory and written
+again at the next flush (oldest first), up to ``capacity`` rows; while that many wait, the queue is not drained
+either, so new records fill it and are then dropped and counted. In ``strict`` mode a record is acknowledged only
+once it is in the spill: when the spill cannot be written, or ``capacity`` rows already wait, ``append_durable``
+fails the record (``Unavailable``: the server answers 503) instead; spills are deleted only once everything in them
+is in segments. Every record not written is counted (``dropped``, reported through ``on_drop``), and the failure is
+logged when it starts, every minute while it lasts and when it ends (:class:`~mlpilot.telemetry.recovery.
+WriteFailures`). The store callbacks run on their own thread (:class:`~mlpilot.telemetry.recovery.Notifier`).
 """
 
 from __future__ import annotations
@@ -37,7 +48,10 @@ from typing import Any
 
 import numpy as np
 
+from mlpilot.errors import Unavailable
 from mlpilot.telemetry.columns import COMPRESSION, COMPRESSION_LEVEL, dictionary_columns, partition_tables
+from mlpilot.telemetry.recovery import Notifier, WriteFailures, reason, record_key, written_keys
+from mlpilot.telemetry.redact import Redactor
 
 log = logging.getLogger("mlpilot.reqlog")
 
@@ -66,9 +80,11 @@ class RequestLog:
         capacity: most records waiting to be written; beyond it ``append`` drops and counts.
         flush_interval_s: how often the writer writes in ``fast`` mode (the bounded loss window on a crash).
         durability: ``fast`` or ``strict`` (see the module docstring).
-        on_segment: called with each new :class:`Segment` once it is renamed into place (the catalog), from the
-            segment thread.
-        on_drop: called with the number of records dropped since the last call (metrics, events).
+        on_segment: called with each new :class:`Segment` once it is renamed into place (the catalog), from a
+            thread of its own (retried while it fails); every call is made before ``stop`` returns.
+        on_drop: called with the number of records dropped or not written since the last call (metrics, events),
+            at most once a second, from the same thread.
+        redactor: redacts fields and secrets in every row and spill line (:mod:`mlpilot.telemetry.redact`).
     """
 
     def __init__(
@@ -80,6 +96,7 @@ class RequestLog:
         durability: str = "fast",
         on_segment: Callable[[Segment], None] | None = None,
         on_drop: Callable[[int], None] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         if durability not in ("fast", "strict"):
             raise ValueError("durability is 'fast' or 'strict'")
@@ -87,21 +104,32 @@ class RequestLog:
         self.capacity = capacity
         self.flush_interval_s = flush_interval_s
         self.durability = durability
-        self._on_segment = on_segment
-        self._on_drop = on_drop
+        self.redactor = redactor  # applied where rows are made and to spill lines (mlpilot.telemetry.redact)
+        self._notifier = Notifier(on_segment, on_drop, lambda: self.dropped + self.lost)
         self._queue: deque[Any] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self.dropped = 0
+        self.dropped = 0  # records dropped because the queue was full (since creation)
+        self.lost = 0  # records not written for a write failure, or refused in strict mode (since creation)
         self.written = 0
         self._seq = 0
         # segments handed to the segment thread, oldest first (the writer thread builds the next meanwhile)
         self._pool: ThreadPoolExecutor | None = None
-        self._writes: deque[Future[None]] = deque()
-        self._write_failed = False
+        self._writes: deque[tuple[Future[None], tuple[str, int], Any]] = deque()
+        # segments whose write failed, written again at the next flush (oldest first), and their rows
+        self._retry: list[tuple[tuple[str, int], Any]] = []
+        self._retry_rows = 0
+        self._replay_at: float | None = None  # when to try again to replay a dead process's spill
+        self.failures = WriteFailures(
+            "inference answers 503 until it can (acknowledged records stay in the spill)"
+            if durability == "strict"
+            else f"records are kept in memory and written later, up to {capacity} rows; beyond that they are dropped "
+            "and counted (mlpilot_log_dropped_total)",
+            lambda: self.dropped + self.lost,
+        )
         # strict mode: records waiting for the next group commit, with their completion callbacks
-        self._pending: list[tuple[Any, Callable[[], None]]] = []
+        self._pending: list[tuple[Any, Callable[..., None]]] = []
         self._spill_dir = self.root / "_spill"
 
     # ------------------------------------------------------------------------------------------ request path
@@ -123,8 +151,9 @@ class RequestLog:
         else:
             self.dropped += 1
 
-    def append_durable(self, record: Any, done: Callable[[], None]) -> None:
-        """Strict mode: ``done`` is called (from the writer thread) once the record is fsynced to the spill."""
+    def append_durable(self, record: Any, done: Callable[..., None]) -> None:
+        """Strict mode: ``done()`` is called (from the writer thread) once the record is fsynced to the spill, or
+        ``done(error)`` with an :class:`~mlpilot.errors.Unavailable` when it cannot be (see the module docstring)."""
         with self._cond:
             self._pending.append((record, done))
             self._cond.notify()
@@ -134,6 +163,7 @@ class RequestLog:
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mlpilot-reqlog-segment")
+        self._notifier.start()
         self._remove_torn_segments()
         self._replay_spills()
         self._stopping = False
@@ -150,9 +180,18 @@ class RequestLog:
             self._thread = None
         self._flush()
         self._wait_writes()
+        left = len(self._queue) + sum(_records(t) for _, t in self._retry)
+        if left:  # the disk is still failing: strict mode keeps them in the spill for the next start
+            kept = "kept in the spill for the next start" if self.durability == "strict" else "lost"
+            log.error("request log: %d records could not be written before stopping (%s)", left, kept)
+            self._queue.clear()
+            self._retry, self._retry_rows = [], 0
+            if self.durability == "fast":
+                self.lost += left
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+        self._notifier.stop()
 
     def _run(self) -> None:
         next_flush = time.monotonic() + self.flush_interval_s
@@ -168,10 +207,10 @@ class RequestLog:
                 if stopping or time.monotonic() >= next_flush or len(self._queue) >= 50_000:
                     self._flush()
                     next_flush = time.monotonic() + self.flush_interval_s
-                if self._on_drop is not None and self.dropped:
-                    n, self.dropped = self.dropped, 0
-                    self._on_drop(n)
-            except Exception:  # the writer must survive a bad record or a full disk; it logs and retries
+                if self._replay_at is not None and time.monotonic() >= self._replay_at:
+                    self._wait_writes()
+                    self._replay_spills()
+            except Exception:  # a bug (I/O failures are handled where they happen): logged, and the writer goes on
                 log.exception("request-log writer failed; will retry")
                 time.sleep(0.5)
             if stopping:
@@ -179,30 +218,59 @@ class RequestLog:
 
     # ------------------------------------------------------------------------------------------ writing
 
-    def _group_commit(self, pending: list[tuple[Any, Callable[[], None]]]) -> None:
-        self._spill_dir.mkdir(parents=True, exist_ok=True)
+    def _group_commit(self, pending: list[tuple[Any, Callable[..., None]]]) -> None:
+        if self._retry_rows >= self.capacity:
+            self._refuse(pending, f"{self._retry_rows} rows wait for their segments to be written")
+            return
         path = self._spill_dir / f"spill-{os.getpid()}-{threading.get_ident()}.jsonl"
-        with open(path, "ab") as f:
-            for record, _ in pending:
-                f.write(_to_json_line(record))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            _append_synced(path, b"".join(_to_json_line(record, self.redactor) for record, _ in pending))
+        except OSError as exc:
+            self.failures.failed("its write-ahead spill", exc)
+            self._refuse(pending, reason(exc))
+            return
         for record, done in pending:
             self._queue.append(record)
             done()
 
+    def _refuse(self, pending: list[tuple[Any, Callable[..., None]]], why: str) -> None:
+        """Strict mode: fail records that cannot be made durable (the data plane answers 503)."""
+        self.lost += len(pending)
+        message = (
+            f"the request log cannot write ({why}); with strict durability no request is answered before it is "
+            "logged: retry later"
+        )
+        for _, done in pending:
+            done(Unavailable(message, retry_after_s=1))
+
     def _flush(self) -> None:
+        if self._retry:
+            self._write_again()
         q = self._queue
-        batch = list(starmap(q.popleft, repeat((), len(q))))  # a C loop; appends racing with it stay queued
-        if batch:
-            self._write(batch)
+        drained = self._retry_rows < self.capacity  # else the queue waits (and drops beyond its capacity, counted)
+        if drained:
+            batch = list(starmap(q.popleft, repeat((), len(q))))  # a C loop; appends racing with it stay queued
+            if batch:
+                self._write(batch)
         if self.durability == "strict":
-            if not self._wait_writes():
-                raise OSError("a request-log segment could not be written; its records stay in the spill")
-            # everything spilled is now in segments
-            for spill in self._spill_dir.glob(f"spill-{os.getpid()}-*.jsonl"):
-                with contextlib.suppress(OSError):
-                    spill.unlink()
+            self._wait_writes()
+            if drained and not self._retry:  # everything spilled is now in segments
+                for spill in self._spill_dir.glob(f"spill-{os.getpid()}-*.jsonl"):
+                    with contextlib.suppress(OSError):
+                        spill.unlink()
+
+    def _write_again(self) -> None:
+        """Write the segments that failed before: the oldest first, and the others only if it succeeds."""
+        self._wait_writes()
+        retry, self._retry, self._retry_rows = self._retry, [], 0
+        self._emit(retry[0][0], [retry[0][1]])
+        self._wait_writes()
+        if self._retry:  # still failing: keep the rest as it was, in order
+            self._retry.extend(retry[1:])
+            self._retry_rows += sum(t.num_rows for _, t in retry[1:])
+            return
+        for key, table in retry[1:]:
+            self._emit(key, [table])
 
     def _write(self, records: Sequence[Any]) -> None:
         # Chunk by chunk in arrival order: every pass over a chunk's records finds them in the CPU cache, and
@@ -210,8 +278,9 @@ class RequestLog:
         # to the segment thread right away, so encoding it (which releases the GIL) overlaps the next chunks.
         parts: dict[tuple[str, int], list[Any]] = {}
         rows: dict[tuple[str, int], int] = {}
+        redact = self.redactor.table if self.redactor is not None else None
         for i in range(0, len(records), _CHUNK):
-            for key, built in partition_tables(records[i : i + _CHUNK]).items():
+            for key, built in partition_tables(records[i : i + _CHUNK], redact).items():
                 parts.setdefault(key, []).extend(built)
                 rows[key] = rows.get(key, 0) + sum(t.num_rows for t in built)
                 if rows[key] >= _SEGMENT_ROWS:
@@ -230,24 +299,31 @@ class RequestLog:
             self._write_segment(key, table)
             return
         while len(self._writes) >= 2:
-            self._collect(self._writes.popleft())
-        self._writes.append(self._pool.submit(self._write_segment, key, table))
+            self._collect(*self._writes.popleft())
+        self._writes.append((self._pool.submit(self._write_segment, key, table), key, table))
 
-    def _collect(self, write: Future[None]) -> None:
-        """Wait for one handed-over segment; a failed one is logged here (its records are lost in fast mode, kept
-        in the spill in strict mode), so it never takes down the batch being built."""
+    def _collect(self, write: Future[None], key: tuple[str, int], table: Any) -> None:
+        """Wait for one handed-over segment. One that failed for an I/O error is kept to be written again; any
+        other failure (a bug) loses its records, counted — it never takes down the batch being built."""
         try:
             write.result()
-        except Exception:
-            self._write_failed = True
-            log.exception("request-log segment write failed")
+        except OSError as exc:
+            self.failures.failed("a segment", exc)
+            self._retry.append((key, table))
+            self._retry_rows += table.num_rows
+            return
+        except Exception as exc:
+            n = _records(table)
+            self.lost += n
+            self.failures.failed("a segment", exc)
+            log.exception("request-log segment write failed; %d records lost", n)
+            return
+        self.failures.ok()
 
-    def _wait_writes(self) -> bool:
-        """Wait until every handed-over segment is renamed into place. False if one failed since the last call."""
+    def _wait_writes(self) -> None:
+        """Wait until every handed-over segment is renamed into place (or failed, see :meth:`_collect`)."""
         while self._writes:
-            self._collect(self._writes.popleft())
-        ok, self._write_failed = not self._write_failed, False
-        return ok
+            self._collect(*self._writes.popleft())
 
     def _write_segment(self, key: tuple[str, int], table: Any) -> None:
         dep, hour = key
@@ -259,15 +335,20 @@ class RequestLog:
         name = f"seg-{time.time_ns()}-{os.getpid()}-{self._seq}.parquet"
         tmp = folder / f".{name}.tmp"
         try:
-            write_segment(table, tmp)
-        except FileNotFoundError:  # the shipper removed the (empty, old) partition directory meanwhile
-            folder.mkdir(parents=True, exist_ok=True)
-            write_segment(table, tmp)
-        os.replace(tmp, folder / name)
+            try:
+                write_segment(table, tmp)
+            except FileNotFoundError:  # the shipper removed the (empty, old) partition directory meanwhile
+                folder.mkdir(parents=True, exist_ok=True)
+                write_segment(table, tmp)
+            size = tmp.stat().st_size
+            os.replace(tmp, folder / name)
+        except BaseException:
+            with contextlib.suppress(OSError):  # a half-written file would keep a full disk full
+                tmp.unlink()
+            raise
         self.written += table.num_rows
-        if self._on_segment is not None:
-            lo, hi = ts_span(table)
-            self._on_segment(Segment(dep, folder / name, table.num_rows, lo, hi, (folder / name).stat().st_size))
+        lo, hi = ts_span(table)
+        self._notifier.segment(Segment(dep, folder / name, table.num_rows, lo, hi, size))
 
     def _remove_torn_segments(self) -> None:
         """Delete half-written segments (``.seg-….tmp``) of processes that died while writing them."""
@@ -277,8 +358,10 @@ class RequestLog:
                     tmp.unlink()
 
     def _replay_spills(self) -> None:
-        """Turn spill files left by a crashed process into segments (strict mode's recovery). Spills of live
-        processes (other workers) are theirs."""
+        """Turn spill files left by a crashed process into segments (strict mode's recovery), leaving out records
+        that already reached a segment. Spills of live processes (other workers) are theirs. A spill whose segments
+        cannot be written (a full disk) is kept and replayed again a few seconds later."""
+        self._replay_at = None
         if not self._spill_dir.is_dir():
             return
         for spill in sorted(self._spill_dir.glob("spill-*.jsonl")):
@@ -290,12 +373,46 @@ class RequestLog:
                     try:
                         records.append(_from_json_line(line))
                     except (ValueError, KeyError):
-                        break  # a torn last line from the crash: everything before it was fsynced
+                        continue  # a torn line from the crash: every other line was fsynced
             if records:
+                seen = written_keys(self.root, records)
+                records = [r for r in records if record_key(r) not in seen]
+            if records:
+                first = len(self._retry)
                 self._write(records)
-                if not self._wait_writes():
-                    continue  # keep the spill: replayed by the next start
+                self._wait_writes()
+                if len(self._retry) > first:  # keep the spill: written again (what is missing) shortly
+                    self._retry_rows -= sum(t.num_rows for _, t in self._retry[first:])
+                    del self._retry[first:]
+                    self._replay_at = time.monotonic() + 5.0
+                    continue
             spill.unlink()
+
+
+def _append_synced(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` and fsync it; on failure the file is cut back to where it was, so a later append
+    never follows half a line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
+
+
+def _records(table: Any) -> int:
+    """How many records a segment table holds (each has a row 0)."""
+    rows = table.column("row").to_numpy()
+    return int(np.count_nonzero(rows == 0))
 
 
 def write_segment(table: Any, path: Path, **options: Any) -> None:
@@ -369,7 +486,7 @@ def _jsonable(value: Any) -> Any:
     return np.asarray(value).tolist()
 
 
-def _to_json_line(r: Any) -> bytes:
+def _to_json_line(r: Any, redactor: Redactor | None = None) -> bytes:
     body = {
         "ts": r.ts,
         "request_id": r.request_id,
@@ -386,6 +503,8 @@ def _to_json_line(r: Any) -> bytes:
         "inputs": _jsonable(r.inputs),
         "outputs": {k: np.asarray(v).tolist() for k, v in (r.outputs or {}).items()},
     }
+    if redactor is not None:
+        body = redactor.spill(body)
     return json.dumps(body, default=str).encode() + b"\n"
 
 

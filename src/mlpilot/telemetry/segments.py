@@ -60,6 +60,17 @@ def partition_dirs(start: datetime) -> str:
     return f"dt={start:%Y-%m-%d}/hour={start:%H}"
 
 
+def _utc(t: datetime | None) -> datetime | None:
+    """``t`` in UTC for pruning partitions, or None (no bound) when converting leaves the years ``datetime`` holds
+    (year 1 or 9999 with an offset, a naive year-1 time): the query's own ``ts`` filter still applies."""
+    if t is None:
+        return None
+    try:
+        return t.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        return None
+
+
 @dataclass(frozen=True)
 class RemoteObject:
     url: str  # with its protocol, as DuckDB is given it and reports it back (``filename``)
@@ -161,8 +172,8 @@ class SegmentStore:
     def files(self, deployment: str, since: datetime | None = None, until: datetime | None = None) -> list[str]:
         """The segments a query of ``[since, until]`` reads: local paths and remote URLs, oldest partition first,
         each row once (see the module docstring)."""
-        lo = since.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0) if since else None
-        hi = until.astimezone(timezone.utc) if until else None
+        lo, hi = _utc(since), _utc(until)
+        lo = lo.replace(minute=0, second=0, microsecond=0) if lo else None
         # Local files first, then the remote: the shipper uploads before it deletes the local copy, so a segment
         # shipped in between is listed remotely, or locally under a path that is gone by the time it is read (the
         # caller lists again, see ``query.with_segment_files``) — never missed.

@@ -32,6 +32,7 @@ import numpy as np
 from mlpilot.blobs import BlobStore
 from mlpilot.errors import InferenceError, LoadError, NotFound, Unavailable
 from mlpilot.executors import Executor
+from mlpilot.flavors import with_trust
 from mlpilot.runtimes import Runtime
 from mlpilot.serving.snapshot import AutoscalingRoute, ModelBinding, VariantRoute
 
@@ -81,7 +82,8 @@ def sklearn_variant(blobs: BlobStore, name: str = "v1", **kw: Any) -> tuple[Vari
     model, X, expected = _iris()
     ser = get_flavor("sklearn").serialize(model)
     digest, _ = blobs.put_bytes(ser.data)
-    binding = ModelBinding(name="iris", version=1, digest=digest, flavor="sklearn", flavor_metadata=ser.metadata)
+    meta = with_trust(ser.metadata, "conformance-kit", "request")  # joblib runs code: trusted as registered
+    binding = ModelBinding(name="iris", version=1, digest=digest, flavor="sklearn", flavor_metadata=meta)
     return VariantRoute(name=name, model=binding, **kw), X, expected
 
 
@@ -90,7 +92,7 @@ def sleeper_variant(blobs: BlobStore, notes: Path, **kw: Any) -> VariantRoute:
     notes.mkdir(parents=True, exist_ok=True)
     source = f"NOTES = {str(notes)!r}\n{_SLEEPER}"
     digest, _ = blobs.put_bytes(source.encode())
-    meta = {"format": "python", "class_name": "Sleeper"}
+    meta = with_trust({"format": "python", "class_name": "Sleeper"}, "conformance-kit", "request")
     binding = ModelBinding(name="sleeper", version=1, digest=digest, flavor="pyfunc", flavor_metadata=meta)
     return VariantRoute(name="sleeper", model=binding, **kw)
 
@@ -264,7 +266,7 @@ def check_replicas_answer_concurrently(
             assert len(calls) == 4, calls
             spans = sorted((t0, t1) for _, t0, t1 in calls)
             overlap = any(b0 < a1 for (_, a1), (b0, _) in itertools.pairwise(spans))
-            assert overlap, f"no two calls overlapped: {spans}"
+            assert overlap, f"no two calls overlapped: {spans} pids {[c[0] for c in calls]}"
             pids = {pid for pid, _, _ in calls}
             if _separate_processes(executor):
                 assert len(pids) == 2 and os.getpid() not in pids, pids

@@ -146,6 +146,8 @@ def test_lineage_in_both_directions_with_references_resolved(api: TestClient) ->
         ("iris", {"a": "1", "b": "9"}, 404, "b: artifact 'iris' has no version 9"),
         ("iris", {"a": "staging", "b": "1"}, 404, "a: artifact 'iris' has no alias 'staging'"),
         ("iris", {"a": "0", "b": "1"}, 400, "a: versions start at 1"),
+        ("iris", {"a": "1", "b": str(2**63)}, 400, "b: versions start at 1 and end at 9223372036854775807"),
+        ("iris", {"a": "\u00b2", "b": "1"}, 400, "a: '\u00b2' is neither a version number nor an alias"),
         ("iris", {"a": "1", "b": "v 2!"}, 400, "b: 'v 2!' is neither a version number nor an alias"),
         ("iris", {"a": "1"}, 400, "query.b"),
         ("iris", {"a": "1", "b": ""}, 400, "query.b"),

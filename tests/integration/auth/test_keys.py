@@ -63,9 +63,11 @@ def test_revoked_keys_are_refused_at_once(auth_server: AuthServer) -> None:
 
 def test_whoami(auth_server: AuthServer) -> None:
     s = auth_server
-    assert s.http.get("/api/v1/auth/whoami").json() == {"auth": True, "key": None, "scopes": [], "deployments": []}
+    anonymous = {"auth": True, "key": None, "kind": None, "actor": None, "scopes": [], "deployments": []}
+    assert s.http.get("/api/v1/auth/whoami").json() == anonymous
     me = s.call("GET", "/api/v1/auth/whoami", s.key("me", ["read", "predict"], ["iris"])).json()
     assert (me["key"], me["scopes"], me["deployments"]) == ("me", ["read", "predict"], ["iris"])
+    assert (me["kind"], me["actor"]) == ("key", "key:me")
     assert s.call("GET", "/api/v1/auth/whoami", "mlp_00000000_nope").status_code == 401
 
 

@@ -59,7 +59,7 @@ def test_a_server_process_keeps_its_artifacts_on_s3(
     try:
         case = sklearn_case()
         with Client(url=server.url) as c:
-            version = c.register_model("iris", case.save(tmp_path), sample=case.X.head(3))
+            version = c.register_model("iris", case.save(tmp_path), sample=case.X.head(3), trust_pickle=True)
             c.deploy("iris", "iris:1")
             np.testing.assert_array_equal(_predict_when_loaded(c, case.X)["predict"], case.expected)
     finally:

@@ -39,6 +39,7 @@ def _workflow(home: Path, files: dict[str, Path], url: str | None = None) -> Non
             "accuracy=0.97",
             "--tag",
             "team=ml",
+            "--trust-pickle",
             "--json",
         ).stdout
     )
@@ -48,7 +49,7 @@ def _workflow(home: Path, files: dict[str, Path], url: str | None = None) -> Non
         0.97,
         {"team": "ml"},
     )
-    cli("models", "register", "iris", str(files["model"]), "--sample", str(files["sample"]))
+    cli("models", "register", "iris", str(files["model"]), "--sample", str(files["sample"]), "--trust-pickle")
     assert [m["name"] for m in json.loads(cli("models", "list", "--json").stdout)] == ["iris"]
     shown = json.loads(cli("models", "show", "iris:1", "--json").stdout)
     assert shown["signature"]["inputs"][0]["name"] == "sepal_length"

@@ -74,13 +74,15 @@ def home(tmp_path: Path, files: Files) -> Path:
     X, y = iris_frame()
     home = tmp_path / "home"
     with Client(home=home) as c:
-        v = c.register_model("iris", files.v1, sample=X.head(3))
+        v = c.register_model("iris", files.v1, sample=X.head(3), trust_pickle=True)
         c.register_dataset("iris-ref", X.assign(target=y.values), bind_to=v.ref)
         c.deploy("iris", v.ref)
     return home
 
 
 def cli(home: Path, *args: str) -> tuple[int, str, str]:
+    if args[:1] == ("ship",):
+        args = (*args, "--trust-pickle")  # the test's own joblib files
     result = CliRunner().invoke(app, ["--home", str(home), *args], env={"MLPILOT_URL": None, "COLUMNS": "200"})
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
@@ -276,7 +278,9 @@ def test_ship_waits_and_reports_a_manual_promotion_as_the_last_gates(home: Path,
     thread = threading.Thread(target=operator)
     with Client(home=home) as c:
         thread.start()
-        report = ship(c, files.v2, "iris", shadow="10m", wait=True, timeout_s=60, on_gate=seen.append)
+        report = ship(
+            c, files.v2, "iris", shadow="10m", wait=True, timeout_s=60, on_gate=seen.append, trust_pickle=True
+        )
         thread.join(30)
         assert report.ok and report.outcome == "promoted" and report.version == "iris:2"
         assert [g.name for g in report.gates] == ["register", "signature", "smoke", "offline", "rollout", "shadow",
@@ -298,7 +302,7 @@ def test_ship_waits_and_an_abort_fails_the_phase_it_happened_in(home: Path, file
     thread = threading.Thread(target=operator)
     with Client(home=home) as c:
         thread.start()
-        report = ship(c, files.v2, "iris", shadow="0", steps="25,100", wait=True, timeout_s=60)
+        report = ship(c, files.v2, "iris", shadow="0", steps="25,100", wait=True, timeout_s=60, trust_pickle=True)
         thread.join(30)
         assert not report.ok and report.outcome == "aborted"
         failed = report.failed_gate
@@ -309,7 +313,7 @@ def test_ship_waits_and_an_abort_fails_the_phase_it_happened_in(home: Path, file
 
 def test_ship_times_out_with_the_rollout_still_running(home: Path, files: Files) -> None:
     with Client(home=home) as c:
-        report = ship(c, files.v2, "iris", shadow="10m", wait=True, timeout_s=1)
+        report = ship(c, files.v2, "iris", shadow="10m", wait=True, timeout_s=1, trust_pickle=True)
         assert report.outcome == "timed_out" and not report.ok
         last = report.gates[-1]
         assert last.name == "shadow" and last.failed and "the rollout goes on" in last.message
@@ -326,11 +330,11 @@ def test_offline_compares_regressors_by_relative_mae(tmp_path: Path) -> None:
     for name, m in {"lr": LinearRegression(), "ridge": Ridge(alpha=0.01), "mean": DummyRegressor()}.items():
         joblib.dump(m.fit(features, target), tmp_path / f"{name}.joblib")
     with Client(home=tmp_path / "home") as c:
-        v = c.register_model("petal", tmp_path / "lr.joblib", sample=features.head(3))
+        v = c.register_model("petal", tmp_path / "lr.joblib", sample=features.head(3), trust_pickle=True)
         c.register_dataset("petal-ref", features.assign(target=target), bind_to=v.ref)
         c.deploy("petal", v.ref)
-        good = ship(c, tmp_path / "ridge.joblib", "petal", wait=False)
-        bad = ship(c, tmp_path / "mean.joblib", "petal", wait=False)
+        good = ship(c, tmp_path / "ridge.joblib", "petal", wait=False, trust_pickle=True)
+        bad = ship(c, tmp_path / "mean.joblib", "petal", wait=False, trust_pickle=True)
     offline = next(g for g in good.gates if g.name == "offline")
     assert offline.verdict == "pass" and offline.numbers["metric"] == "mae", offline
     assert abs(offline.numbers["relative_difference"]) < 0.02

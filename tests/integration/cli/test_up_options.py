@@ -109,7 +109,7 @@ def test_a_server_keeps_its_store_and_artifacts_where_the_flags_say(tmp_path: Pa
         assert httpx.get(f"{server.url}/api/v1/deployments", timeout=10).json() == []
         case = sklearn_case()
         with Client(server.url) as c:
-            v = c.register_model("iris", case.save(tmp_path), sample=case.X.head(3))
+            v = c.register_model("iris", case.save(tmp_path), sample=case.X.head(3), trust_pickle=True)
             c.deploy("iris", v.ref)
         assert [d["name"] for d in httpx.get(f"{server.url}/api/v1/deployments", timeout=10).json()] == ["iris"]
     finally:

@@ -44,7 +44,7 @@ def server(
             c.deploy("iris", "iris:2", variant="candidate")
             c.set_traffic("iris", {"stable": 90, "candidate": 10})
             case = pyfunc_case()
-            c.register_model("rows", case.save(home.parent), sample=case.X)
+            c.register_model("rows", case.save(home.parent), sample=case.X, trust_pickle=True)
             c.deploy("rows", "rows:1")
         yield proc, root
     finally:

@@ -15,6 +15,7 @@ import pytest
 
 from mlpilot.blobs import BlobStore
 from mlpilot.errors import LoadError, Unavailable
+from mlpilot.flavors import with_trust
 from mlpilot.serving.snapshot import DeploymentRoute, ModelBinding, RoutingSnapshot, VariantRoute
 from mlpilot.testing.executor_checks import sklearn_variant
 
@@ -45,7 +46,8 @@ def _executor(**kw: Any) -> Any:
 def _slow_variant(blobs: BlobStore, notes: Path, **kw: Any) -> VariantRoute:
     notes.mkdir(parents=True, exist_ok=True)
     digest, _ = blobs.put_bytes(f"NOTES = {str(notes)!r}\n{SLOW_MODEL}".encode())
-    model = ModelBinding("slow", 1, digest, "pyfunc", {"format": "python", "class_name": "Slow"})
+    meta = with_trust({"format": "python", "class_name": "Slow"}, "test", "request")  # as the registry records it
+    model = ModelBinding("slow", 1, digest, "pyfunc", meta)
     return VariantRoute(name="slow", model=model, **kw)
 
 

@@ -4,7 +4,6 @@ wrong-embedder guard, every rejected input, and packing (determinism, unsafe arc
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import tarfile
@@ -19,6 +18,7 @@ import pytest
 
 from mlpilot.errors import FailedPrecondition, IntegrityError, InvalidArgument
 from mlpilot.llm.index import Embedder, Hit, VectorIndex, build_index, pack_index, unpack_index
+from tests.factories import index_tar, tar_member
 
 DIMS = 64
 TOPICS = ["apple banana fruit", "engine wheel car", "python code bug", "river mountain lake"]
@@ -265,38 +265,19 @@ def test_pack_refuses_a_symlink_inside_the_index(built: Path, tmp_path: Path) ->
         pack_index(copy, tmp_path / "bad.tar")
 
 
-def _tar(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        manifest = tarfile.TarInfo("manifest.json")
-        manifest.size = 2
-        tar.addfile(manifest, io.BytesIO(b"{}"))
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
-
-
-def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, link
-    return info
-
-
 @pytest.mark.parametrize(
     ("archive", "message"),
     [
-        (_tar((_member("../evil"), b"x")), "unsafe path"),
-        (_tar((_member("a/../../evil"), b"x")), "unsafe path"),
-        (_tar((_member("/etc/evil"), b"x")), "unsafe path"),
-        (_tar((_member("link", tarfile.SYMTYPE, "/etc/passwd"), None)), "link or special"),
-        (_tar((_member("hard", tarfile.LNKTYPE, "manifest.json"), None)), "link or special"),
-        (_tar((_member("dev", tarfile.CHRTYPE), None)), "link or special"),
-        (_tar((_member("fifo", tarfile.FIFOTYPE), None)), "link or special"),
-        (_tar((_member("big"), b"x" * 2000)), "over 1000"),
+        (index_tar([(tar_member("../evil"), b"x")]), "unsafe path"),
+        (index_tar([(tar_member("a/../../evil"), b"x")]), "unsafe path"),
+        (index_tar([(tar_member("/etc/evil"), b"x")]), "unsafe path"),
+        (index_tar([(tar_member("link", tarfile.SYMTYPE, "/etc/passwd"), None)]), "link or special"),
+        (index_tar([(tar_member("hard", tarfile.LNKTYPE, "manifest.json"), None)]), "link or special"),
+        (index_tar([(tar_member("dev", tarfile.CHRTYPE), None)]), "link or special"),
+        (index_tar([(tar_member("fifo", tarfile.FIFOTYPE), None)]), "link or special"),
+        (index_tar([(tar_member("big"), b"x" * 2000)]), "over 1000"),
         (b"not a tar at all" * 100, "not a readable tar"),
-        (_tar(), "not a valid index manifest"),
+        (index_tar([]), "not a valid index manifest"),
     ],
     ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink", "device", "fifo", "oversize", "garbage",
          "no-index"],

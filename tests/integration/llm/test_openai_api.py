@@ -411,3 +411,37 @@ def test_cost_from_the_server_price_table_when_the_app_has_no_pricing(env: Env) 
     row = rows.iloc[0]
     assert row["out.llm_model"] == "fake-llm"
     assert row["out.cost"] == pytest.approx((row["out.input_tokens"] * 10 + row["out.output_tokens"] * 20) / 1e6)
+
+
+def test_rate_limited_app_answers_429_in_openais_shape_with_retry_after(env: Env) -> None:
+    """A deployment's rate limit on the OpenAI API: the openai client sees a RateLimitError (429, type
+    rate_limit_error) with ``Retry-After``; once the limit is lifted the app answers again."""
+    c = env.client
+    spec = c.get_deployment("greeter").spec.model_dump(mode="json")
+    c.apply_deployment("greeter", {**spec, "limits": {"rate_per_s": 0.1, "burst": 1}})
+    messages: list[Any] = [{"role": "user", "content": "hi"}]
+    extra = {"variables": {"product": "Acme"}}
+    try:
+        deadline = time.monotonic() + 15
+        while True:  # until the data plane serves the new snapshot: its bucket holds one token, then refuses
+            try:
+                env.oai.chat.completions.create(model="greeter", messages=messages, extra_body=extra)
+            except openai.RateLimitError as exc:
+                refused = exc
+                break
+            assert time.monotonic() < deadline, "the rate limit was never applied"
+            time.sleep(0.1)
+        code, message = _status(pytest.ExceptionInfo.from_exc_info((type(refused), refused, None)))
+        assert code == 429 and "over its rate limit of 0.1 requests/s" in message
+        assert refused.body["type"] == "rate_limit_error"  # type: ignore[index]
+        assert refused.response.headers["retry-after"] in {str(n) for n in range(1, 11)}
+    finally:
+        c.apply_deployment("greeter", spec)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            env.oai.chat.completions.create(model="greeter", messages=messages, extra_body=extra)
+            break
+        except openai.RateLimitError:
+            assert time.monotonic() < deadline, "the rate limit was never lifted"
+            time.sleep(0.1)

@@ -107,6 +107,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         fake.stop()
 
 
+@pytest.fixture(scope="module")
+def eval_set(env: Env) -> str:
+    """The eval dataset kb-eval:1, registered once for the tests that read it (whichever of them runs first)."""
+    ref = env.client.register_dataset("kb-eval", pd.DataFrame(EVAL_ROWS)).ref
+    assert ref == "kb-eval:1"
+    return ref
+
+
 def _ask(env: Env, question: str) -> str:
     r = env.oai.chat.completions.create(model="rag", messages=[{"role": "user", "content": question}])
     return r.choices[0].message.content or ""
@@ -174,9 +182,9 @@ def test_an_app_whose_embedder_differs_from_the_index_is_refused(env: Env) -> No
         )
 
 
+@pytest.mark.usefixtures("eval_set")
 def test_eval_scores_an_app_version_and_records_it(env: Env) -> None:
     c = env.client
-    c.register_dataset("kb-eval", pd.DataFrame(EVAL_ROWS))
     run = c.evaluate_app("rag:1", "kb-eval:1", metrics=["token_f1", "hit_rate", "mrr", "groundedness"])
     assert run.summary["hit_rate"].mean == 1.0 and run.summary["mrr"].mean == 1.0
     assert 0.75 < run.summary["groundedness"].mean < 1.0  # "According to" is not in the context
@@ -185,6 +193,7 @@ def test_eval_scores_an_app_version_and_records_it(env: Env) -> None:
     assert recorded["metrics"]["hit_rate"]["mean"] == 1.0 and recorded["rows"] == 2
 
 
+@pytest.mark.usefixtures("eval_set")
 def test_eval_cli_gates_on_a_floor(env: Env) -> None:
     ok = run_cli(
         "eval",

@@ -46,7 +46,7 @@ def test_round_trip_gives_same_predictions(client: Client, tmp_path: Path, make,
     if source == "object":
         v = client.register_model("m", case.model, sample=case.X[:5])
     else:
-        v = client.register_model("m", case.save(tmp_path), sample=case.X[:5])
+        v = client.register_model("m", case.save(tmp_path), sample=case.X[:5], trust_pickle=True)
     assert v.version == 1 and v.flavor == case.flavor and v.digest.startswith("sha256:")
     assert v.signature is not None and v.signature["inputs"]
     loaded = client.load_model(v.ref)
@@ -73,6 +73,8 @@ def test_explicit_signature_must_match_sample(client: Client) -> None:
     bad = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]}
     with pytest.raises(SignatureError, match="does not match"):
         client.register_model("iris", case.model, sample=case.X.head(3), signature=bad)
+    with pytest.raises(SignatureError, match="'inputs' must be a list"):  # was a TypeError: a 500 over HTTP
+        client.register_model("iris", case.model, signature={"inputs": 5})
     with pytest.raises(NotFound):
         client.get_artifact("iris")
 
@@ -102,7 +104,7 @@ def test_truncated_file_is_a_load_error_and_changes_nothing(client: Client, tmp_
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises((LoadError, UnknownFlavor)):
-        client.register_model("m", path, flavor=case.flavor)
+        client.register_model("m", path, flavor=case.flavor, trust_pickle=True)
     _nothing_registered(client)
 
 

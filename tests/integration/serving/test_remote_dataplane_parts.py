@@ -33,18 +33,21 @@ class CannedServer:
     """A real HTTP server on 127.0.0.1 that answers every request with the status and body it is told."""
 
     def __init__(self, status: int = 200, body: bytes = b"") -> None:
-        self.status, self.body, self.requests = status, body, 0
+        # one (status, body) pair, replaced whole by ``answer``: a request reads it once, so a change of answer
+        # while it is being sent cannot pair one answer's length with another's body
+        self.canned, self.requests = (status, body), 0
         canned = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self, with_body: bool) -> None:
                 canned.requests += 1
-                self.send_response(canned.status)
+                status, body = canned.canned
+                self.send_response(status)
                 self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(canned.body)))
+                self.send_header("content-length", str(len(body)))
                 self.end_headers()
                 if with_body:
-                    self.wfile.write(canned.body)
+                    self.wfile.write(body)
 
             def do_GET(self) -> None:
                 self._answer(True)
@@ -61,8 +64,7 @@ class CannedServer:
         self.thread.start()
 
     def answer(self, status: int, body: Any) -> None:
-        self.body = body if isinstance(body, bytes) else orjson.dumps(body)
-        self.status = status
+        self.canned = (status, body if isinstance(body, bytes) else orjson.dumps(body))
 
     def close(self) -> None:
         self.httpd.shutdown()

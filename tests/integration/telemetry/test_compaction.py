@@ -60,7 +60,7 @@ class Log:
                         variant=kw.get("variant", "ab"[i % 2]),
                         model="m:1",
                         status="ok",
-                        latency_s=0.001,
+                        latency_s=float(rng.gamma(2.0, 0.005)) if kw.get("varied_latency") else 0.001,
                         inputs=kw.get("inputs", {"x": rng.normal(size=(2, 3))}),
                         outputs=kw.get("outputs", {"p": np.array([self.n, -self.n])}),
                     )
@@ -412,3 +412,62 @@ def test_the_server_maintains_every_deployments_log(tmp_path: Path) -> None:
         _catalog_matches_disk(platform.store, log)
     finally:
         platform.close()
+
+
+def test_a_sampled_read_is_a_bounded_repeatable_uniform_sample_in_time_order(log: Log) -> None:
+    """What monitors read of a large window (``monitors.max_rows``): at most ``sample`` rows, all of the window,
+    the same ones on every read, spread over the window, in time order."""
+    log.segments(2, 4, per_segment=250)  # 1,000 requests of 2 rows
+    every = read_records(log.root, "d")
+    assert len(every) == 2000
+    sampled = read_records(log.root, "d", sample=300)
+    assert len(sampled) == 300
+    pairs = set(zip(every["request_id"], every["row"], strict=True))
+    assert set(zip(sampled["request_id"], sampled["row"], strict=True)) <= pairs
+    assert sampled["ts"].is_monotonic_increasing
+    again = read_records(log.root, "d", sample=300)
+    assert again["request_id"].tolist() == sampled["request_id"].tolist()  # repeatable
+    # uniform: each of the four segments (a quarter of the rows each) gives a fair share
+    per_segment = sampled.groupby(sampled["request_id"].str[1:].astype(int).sub(1) // 250).size()
+    assert len(per_segment) == 4 and per_segment.min() > 40, per_segment.to_dict()
+    assert len(read_records(log.root, "d", sample=5000)) == 2000  # a sample larger than the window: all of it
+
+
+def test_traffic_stats_in_duckdb_match_the_traffic_outcome_of_the_rows(log: Log) -> None:
+    """The traffic monitor aggregates in DuckDB (no rows leave it); same numbers as computing over the rows."""
+    from mlpilot.monitors import kinds
+    from mlpilot.records import MonitorKind, MonitorSpec
+    from mlpilot.telemetry.query import traffic_stats
+
+    log.segments(2, 3, per_segment=40)
+    since, until = NOW - 4 * HOUR, NOW
+    spec = MonitorSpec(kind=MonitorKind.TRAFFIC, window=timedelta(hours=4), min_rows=1)
+    from_rows = kinds.traffic_outcome(spec, read_records(log.root, "d", since=since, until=until, shadow=False), 3600)
+    stats = traffic_stats(log.root, "d", since, until)
+    assert (stats["requests"], stats["rows"], stats["errors"]) == (120, 240, 0)
+    from_stats = kinds.traffic_outcome_from_stats(spec, stats, 3600)
+    assert from_stats.detail.pop("top_errors") == from_rows.detail.pop("top_errors") == {}
+    assert from_stats.detail == pytest.approx(from_rows.detail)
+    assert from_stats.status == from_rows.status and from_stats.message == from_rows.message
+    assert traffic_stats(log.root, "d", since, until, variant="a")["requests"] == 60
+    assert traffic_stats(log.root, "nope", since, until)["requests"] == 0
+
+
+def test_traffic_stats_of_a_large_window_estimate_percentiles_in_bounded_memory(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond ``EXACT_QUANTILES_UP_TO`` requests the percentiles are t-digest estimates (an exact quantile holds
+    every value in memory): close to the exact ones, the counts unchanged."""
+    from mlpilot.telemetry import query
+
+    log.segments(2, 10, per_segment=100, varied_latency=True)
+    since, until = NOW - 4 * HOUR, NOW
+    exact = query.traffic_stats(log.root, "d", since, until)
+    monkeypatch.setattr(query, "EXACT_QUANTILES_UP_TO", 10)
+    estimated = query.traffic_stats(log.root, "d", since, until)
+    assert {k: estimated[k] for k in ("requests", "rows", "errors")} == {
+        k: exact[k] for k in ("requests", "rows", "errors")
+    }
+    assert estimated["latency_s"] != exact["latency_s"]  # the other path ran
+    for q in (50, 95, 99):
+        assert estimated["latency_s"][q] == pytest.approx(exact["latency_s"][q], rel=0.1)

@@ -62,6 +62,8 @@ def test_bad_feedback_changes_nothing(served) -> None:  # type: ignore[no-untype
         ([{"request_id": preds[1].request_id}], InvalidArgument, "exactly one of label, score or reward"),
         ([{"request_id": preds[1].request_id, "score": "high"}], InvalidArgument, "number"),
         ([{"request_id": preds[1].request_id, "label": 1, "row": 5}], NotFound, "not in the request log"),
+        ([{"request_id": preds[1].request_id, "label": 1, "ts": 1e20}], InvalidArgument, "epoch seconds out of range"),
+        ([{"request_id": preds[1].request_id, "label": 1, "ts": -1e15}], InvalidArgument, "out of range"),
         ([], InvalidArgument, "at least 1"),
     ]
     for items, exc, needle in cases:
@@ -70,6 +72,32 @@ def test_bad_feedback_changes_nothing(served) -> None:  # type: ignore[no-untype
     with pytest.raises(NotFound):
         c.feedback("ghost", [good])
     assert c._platform.store.list_feedback("iris") == []  # nothing stored half-way
+
+
+def test_feedback_listing_filters_by_request_id(served) -> None:  # type: ignore[no-untyped-def]
+    c, preds, y, _ = served
+    _wait_logged(c, 30)
+    first, second = preds[0].request_id, preds[1].request_id
+    items = [
+        {"request_id": first, "label": int(y[0])},
+        {"request_id": second, "label": int(y[1])},
+        {"request_id": second, "score": 0.25},
+    ]
+    assert c.feedback("iris", items) == 3
+
+    def listed(**params: str) -> list[tuple[str, str]]:
+        rows = c._json("GET", "/deployments/iris/feedback", params=params)
+        return sorted((r["request_id"], r["kind"]) for r in rows)
+
+    assert listed(request_id=second) == [(second, "label"), (second, "score")]
+    assert listed(request_id=second, kind="score") == [(second, "score")]
+    assert listed(request_id=first) == [(first, "label")]
+    assert listed(request_id="no-such-request") == []
+    assert len(listed()) == 3
+    spec = c._http.get("/openapi.json").json()
+    params = spec["paths"]["/api/v1/deployments/{name}/feedback"]["get"]["parameters"]
+    documented = {p["name"]: p.get("description", "") for p in params if p["in"] == "query"}
+    assert set(documented) == {"kind", "request_id"} and "request" in documented["request_id"]
 
 
 def test_cli_bulk_feedback_and_logs(served) -> None:  # type: ignore[no-untyped-def]

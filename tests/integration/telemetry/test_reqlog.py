@@ -136,6 +136,26 @@ def test_windows_are_pruned_by_partition(tmp_path: Path) -> None:
     assert len(list((tmp_path / "logs" / "d").glob("dt=*/hour=*"))) == 2
 
 
+def test_windows_at_the_ends_of_the_calendar_prune_nothing_and_still_filter(tmp_path: Path) -> None:
+    """A bound at year 1 or 9999 that UTC cannot hold (naive year 1 read as local time, or an offset past the
+    calendar's end) was an OverflowError (a 500 on the logs and drift routes); it now bounds nothing when listing
+    segments, and the query's own time filter still applies."""
+    from datetime import datetime, timedelta, timezone
+
+    log = RequestLog(tmp_path / "logs")
+    for i in range(3):
+        log.append(_record(i))
+    log.start()
+    log.stop()
+    first = datetime(1, 1, 1)
+    first_east = datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=14)))  # year 0 in UTC
+    last_west = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-14)))  # year 10000 in UTC
+    assert count_records(tmp_path / "logs", "d", since=first) == 3
+    assert count_records(tmp_path / "logs", "d", since=first_east, until=last_west) == 3
+    assert count_records(tmp_path / "logs", "d", until=first) == 0
+    assert len(read_records(tmp_path / "logs", "d", since=first, until=last_west)) == 3
+
+
 def test_spill_lines_keep_every_column_and_read_old_lines() -> None:
     import json as _json
 

@@ -184,6 +184,53 @@ def test_bad_variant_without_a_known_stable_variant_is_disabled() -> None:
     assert (top.suggestion.action, top.suggestion.target) == ("disable_variant", "variant:canary")
 
 
+def test_a_variant_no_longer_served_is_weighed_down_and_not_acted_on() -> None:
+    served = diagnose(canary_case())
+    case = canary_case()
+    case.serving_variants = ["stable"]  # the canary was rolled back before the diagnosis
+    gone = diagnose(case)
+    [before] = [h for h in served.hypotheses if h.component == "variant:canary"]
+    [after] = [h for h in gone.hypotheses if h.component == "variant:canary"]
+    assert before.suggestion is not None and after.suggestion is None
+    assert after.confidence == pytest.approx(0.3 * before.confidence, abs=1e-3)
+    assert after.rationale.endswith("no longer served")
+
+
+def canary_failing_on_a_feature(seed: int = 0) -> Case:
+    """During a rollout the canary fails on large amounts with an error naming the feature, while amounts creep up a
+    little for everyone (a drift that alone would not be worth a look): the data is the same for both variants."""
+    _, f, after = _base(seed)
+    f.loc[after, "in.amount"] *= 1.25
+    cut = float(np.quantile(f["in.amount"], 0.6))
+    bad = after & (f["variant"].to_numpy() == "canary") & (f["in.amount"].to_numpy() > cut)
+    _fail(f, bad, f"ValueError: unsupported amount 99.0 (> {cut:.1f})")
+    return _case(f, "errors", [ROLLOUT], rollout_variants=["canary"])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_errors_naming_a_feature_from_one_variant_point_at_the_variant(seed: int) -> None:
+    case = canary_failing_on_a_feature(seed)
+    [cluster] = [e for e in collect(case)[1] if e.kind == "errors"]
+    assert cluster.component == "feature:amount"
+    assert cluster.data["variant"] == "canary" and cluster.data["variant_errors"] == 1.0
+    assert cluster.data["variant_traffic"] == pytest.approx(0.2, abs=0.03)
+    d = diagnose(case)
+    assert d.verdict == "diagnosed", d.summary
+    assert d.top is not None and d.top.suggestion is not None
+    assert (d.top.suggestion.action, d.top.suggestion.target) == ("abort_rollout", "variant:canary")
+    [feature] = [h for h in d.hypotheses if h.component == "feature:amount"]
+    assert feature.rationale.endswith("only variant canary fails on them")
+    assert d.top.confidence - feature.confidence >= 0.4  # clearly behind (0.21 when it was not weighed down)
+
+
+def test_errors_naming_a_feature_on_every_variant_still_point_at_the_feature() -> None:
+    d = diag("null_spike")
+    [cluster] = [e for e in d.evidence if e.kind == "errors" and e.component == "feature:amount"]
+    assert cluster.data["variant_errors"] < 0.9  # both variants fail on the missing amounts
+    assert d.top is not None and d.top.component == "feature:amount"
+    assert "only variant" not in d.top.rationale
+
+
 def test_a_worse_stable_variant_is_never_disabled() -> None:
     rng, f, after = _base(0)
     _fail(f, after & (f["variant"].to_numpy() == "stable") & (rng.random(N) < 0.1), "RuntimeError: boom")

@@ -98,6 +98,26 @@ BAD = [
     (b'{"inputs": [{"name": "x", "datatype": "BOOL", "shape": [1], "data": [3]}]}', None, "true/false"),
     (b'{"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [3]}]}', None, "strings"),
     (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]}', None, "neither 'data'"),
+    # found by tests/unit/properties: each was a TypeError / ValueError / a silent inf, so a 500 or a wrong answer
+    (b'{"inputs": [{"name": "x", "datatype": ["FP32"], "shape": [1], "data": [1]}]}', None, "unknown datatype \\["),
+    (b'{"inputs": [{"name": "x", "datatype": "FP16", "shape": [1], "data": [70000]}]}', None, "does not fit FP16"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1e300]}]}', None, "does not fit FP32"),
+    (  # the element count wrapped around int64 to 0
+        b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [4294967296, 4294967296], "data": []}]}',
+        None,
+        "4294967296\\] is too large",
+    ),
+    (  # empty, yet too large for numpy to lay out
+        b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [0, 4611686018427387904], "data": []}]}',
+        None,
+        "4611686018427387904\\] is too large",
+    ),
+    (
+        b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}],'
+        b'"outputs": [{"name": "y", "parameters": 5}]}',
+        None,
+        "'parameters' must be an object",
+    ),
     (
         b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]},'
         b'{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}',

@@ -74,3 +74,33 @@ def test_off_updates_nothing_per_request_but_still_counts_drops() -> None:
     assert _samples(m, "mlpilot_request_duration_seconds_count") == 0
     assert _samples(m, "mlpilot_log_dropped_total") == 3
     m.forget("iris", "v1")
+
+
+def test_gc_pauses_are_measured_by_generation_while_watched() -> None:
+    import gc
+
+    m = Metrics()
+    m.watch_gc()
+    try:
+        gc.collect()  # a full collection
+        gc.collect(0)
+        assert _samples(m, "mlpilot_gc_pause_seconds_count") >= 2
+        full = [
+            s
+            for family in m.registry.collect()
+            for s in family.samples
+            if s.name == "mlpilot_gc_pause_seconds_count" and s.labels == {"generation": "2"}
+        ]
+        assert full and full[0].value >= 1
+        assert _samples(m, "mlpilot_gc_pause_seconds_sum") > 0
+    finally:
+        m.unwatch_gc()
+    before = _samples(m, "mlpilot_gc_pause_seconds_count")
+    gc.collect()
+    assert _samples(m, "mlpilot_gc_pause_seconds_count") == before  # no longer watched
+
+
+def test_gc_pauses_are_not_reported_unless_watched() -> None:
+    m = Metrics()
+    names = {s.name for family in m.registry.collect() for s in family.samples}
+    assert not any(n.startswith("mlpilot_gc_") for n in names)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlpilot.errors import InvalidArgument
+from mlpilot.errors import InvalidArgument, SignatureError
 from mlpilot.protocol.signature import Signature, TensorSpec
 from mlpilot.serving.router import SplitTable, sticky_point
 from mlpilot.serving.validate import InputValidator
@@ -61,6 +61,28 @@ def test_int_narrowing_is_refused_widening_allowed() -> None:
     assert InputValidator(sig)({"x": np.array([1], dtype=np.int16)}).dtype == np.int32
     with pytest.raises(InvalidArgument):
         InputValidator(sig)({"x": np.array([1], dtype=np.int64)})
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"inputs": 5}, "'inputs' must be a list"),
+        ({"inputs": "ab"}, "'inputs' must be a list"),
+        ({"inputs": [5]}, "bad tensor spec 5"),
+        ({"inputs": [{"name": "x", "datatype": "FP32"}]}, "name, datatype and shape"),
+        ({"inputs": [{"name": "x", "datatype": "FP32", "shape": 4}]}, "must be a list of integers"),
+        ({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1.7]}]}, "must be a list of integers"),
+        ({"inputs": [{"name": "x", "datatype": "FP32", "shape": [True]}]}, "must be a list of integers"),
+        ({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}], "outputs": 5}, "'outputs' must be a list"),
+    ],
+    ids=["inputs-int", "inputs-str", "spec-int", "no-shape", "shape-int", "shape-float", "shape-bool", "outputs-int"],
+)
+def test_malformed_signatures_are_signature_errors(raw: object, needle: str) -> None:
+    """Found by tests/unit/properties: these were TypeErrors (a 500 when registering a model with a signature), or a
+    float or bool dimension silently truncated to an int."""
+    with pytest.raises(SignatureError, match=needle):
+        Signature.from_dict(raw)  # type: ignore[arg-type]
+    assert Signature.from_dict({"inputs": [{"name": "x", "datatype": "FP32", "shape": [np.int64(-1), 4]}]})
 
 
 def test_split_follows_weights() -> None:
