@@ -174,17 +174,20 @@ def test_a_canary_rollout_promotes_on_ray(ray_server: Callable[[dict[str, str]],
                 "iris",
                 candidate=v2.ref,
                 steps=[
-                    {"weight": 50, "min_duration": "2s", "min_samples": 10},
-                    {"weight": 100, "min_duration": "1s", "min_samples": 5},
+                    # the candidate's Ray application may take long to start on a loaded machine: room for that
+                    {"weight": 50, "min_duration": "2s", "min_samples": 10, "max_duration": "150s"},
+                    {"weight": 100, "min_duration": "1s", "min_samples": 5, "max_duration": "60s"},
                 ],
                 analyses=[{"kind": "error_rate", "min_samples": 10}],
             )
 
             def promoted() -> Any:
                 now = c.rollout(rollout_id=r.id)
+                settled = now.phase in (RolloutPhase.PAUSED, RolloutPhase.ROLLED_BACK, RolloutPhase.ABORTED)
+                assert not settled, f"{now.phase.value}: {now.message}; variants answered {sorted(load.variants)}"
                 return now if now.phase is RolloutPhase.PROMOTED else None
 
-            done = _wait("the rollout to promote", promoted, 180)
+            done = _wait("the rollout to promote", promoted, 240)
             seen_during = set(load.variants)
             load.variants.clear()
             _wait("requests after the promotion", lambda: len(load.variants) > 0 and load.ok > 0, 30)

@@ -390,8 +390,7 @@ def _ratio(c: float, b: float) -> float:
 
 
 def _latency(spec: AnalysisSpec, data: Comparison, alpha: float, p: dict[str, Any]) -> AnalysisResult:
-    b, c = (np.asarray(a.latency_s, dtype=np.float64) for a in (data.baseline, data.candidate))
-    b, c = b[np.isfinite(b)], c[np.isfinite(c)]
+    b, c = _concurrent(data, lambda arm: np.asarray(arm.latency_s, dtype=np.float64))
     if few := _too_few(spec, "ok requests with a latency", b.size, c.size, p, alpha):
         return few
     q, max_ratio = float(p["quantile"]), float(p["max_ratio"])
@@ -403,7 +402,8 @@ def _latency(spec: AnalysisSpec, data: Comparison, alpha: float, p: dict[str, An
     tail_slow = tail_cs.lower > 1.0 - q and _ratio(q_c, q_b) > max_ratio
     pq = f"p{100 * q:g}"
     message = (
-        f"candidate median {1000 * med_c:.1f} ms vs {1000 * med_b:.1f} ms (ratio {_ratio(med_c, med_b):.2f}, "
+        f"candidate median {1000 * med_c:.1f} ms vs {1000 * med_b:.1f} ms{_both_served(data)} "
+        f"(ratio {_ratio(med_c, med_b):.2f}, "
         f"Mann-Whitney p={mw_p:.2g}); {pq} {1000 * q_c:.1f} ms vs {1000 * q_b:.1f} ms (ratio {_ratio(q_c, q_b):.2f}), "
         f"{_fmt(tail['share'])} of candidate requests above the baseline's {pq} (expected {1 - q:.3g}, "
         f"{_level(alpha / 2)} confidence sequence {_iv(tail_cs)})"
@@ -646,6 +646,29 @@ def _strata(data: Comparison, score: Callable[[ArmData], np.ndarray]) -> list[tu
     if not data.strata:
         return None
     return [(score(x.baseline), score(x.candidate)) for x in data.strata]
+
+
+def _concurrent(data: Comparison, score: Callable[[ArmData], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Both arms' finite values, pooled over the periods in which *both* served when the evidence comes in periods.
+
+    A period only the candidate served (the 100% step) has no concurrent baseline: its values would be compared with
+    the baseline's from earlier, when the machine, the load or the time of day may differ. Latency is where that
+    shows: on a machine whose load changed between steps, an identical candidate measured 1.27x slower."""
+
+    def finite(arm: ArmData) -> np.ndarray:
+        x = score(arm)
+        return x[np.isfinite(x)]
+
+    if not data.strata:
+        return finite(data.baseline), finite(data.candidate)
+    both = [(b, c) for b, c in ((finite(x.baseline), finite(x.candidate)) for x in data.strata) if b.size and c.size]
+    if not both:
+        return _empty(), _empty()
+    return np.concatenate([b for b, _ in both]), np.concatenate([c for _, c in both])
+
+
+def _both_served(data: Comparison) -> str:
+    return " in the periods both arms served" if data.strata else ""
 
 
 def _within(data: Comparison) -> str:

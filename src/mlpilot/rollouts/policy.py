@@ -10,7 +10,8 @@ Gate rule of a phase (shadow, a canary step, the blue-green bake, an A/B experim
   soon as the evidence is strong enough, before the step's minimum duration;
 * the minimum duration and minimum candidate samples are met and every *required* analysis PASSES → advance
   (the next step, or promotion after the last);
-* the phase's maximum duration is over with analyses still inconclusive → ``on_inconclusive``;
+* the phase's maximum duration is over with analyses still inconclusive → ``on_inconclusive`` (``advance`` pauses
+  instead when the candidate has not answered the step's minimum samples: no evidence is not inconclusive evidence);
 * otherwise hold.
 
 The statistical analyses share the family-wise ``alpha`` (Bonferroni); each is time-uniform (a confidence
@@ -202,6 +203,11 @@ def _gate(ctx: Context, gates: Sequence[Gate]) -> Decision:
         reason = f"still inconclusive after {elapsed.total_seconds():.0f} s: {waiting}"
         if r.phase is RolloutPhase.EXPERIMENT:
             return Decision("abort", RolloutPhase.ABORTED, r.step, f"no winner: {reason}; the baseline stays")
+        if r.spec.on_inconclusive is OnInconclusive.ADVANCE and ctx.step_samples < min_n:
+            # no evidence is not inconclusive evidence: a candidate that answered (almost) nothing — not ready yet,
+            # or no traffic — is never advanced towards more traffic by the clock alone
+            short = f"the candidate answered {ctx.step_samples} of the {min_n} requests the step needs"
+            return Decision("pause", RolloutPhase.PAUSED, r.step, f"{reason}; {short} (on_inconclusive=advance)")
         if r.spec.on_inconclusive is OnInconclusive.ADVANCE:
             d = _after_pass(r)
             return Decision(d.action, d.phase, d.step, f"{reason} (on_inconclusive=advance)")

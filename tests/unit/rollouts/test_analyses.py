@@ -302,6 +302,26 @@ def test_latency_rarely_fails_two_equal_distributions() -> None:
     assert failed <= 2  # measured: 0 of 100
 
 
+def test_latency_compares_only_the_periods_both_arms_served() -> None:
+    # Step 1 (50%): equal latencies. Step 2 (100%): only the candidate serves, on a machine now 1.5x slower. Pooled,
+    # that later period reads as a slower candidate; the periods both arms served show none.
+    rng = np.random.default_rng(21)
+    step1 = Comparison(ArmData("b", latency_s=latencies(400, rng)), ArmData("c", latency_s=latencies(400, rng)))
+    step2 = Comparison(ArmData("b"), ArmData("c", latency_s=latencies(1200, rng, body=1.5)))
+    pooled = Comparison(
+        ArmData("b", latency_s=step1.baseline.latency_s),
+        ArmData("c", latency_s=np.concatenate([step1.candidate.latency_s, step2.candidate.latency_s])),
+    )
+    assert run_analysis(spec(K.LATENCY), pooled, ALPHA3).verdict is Verdict.FAIL  # what the time confound does
+    pooled.strata = [step1, step2]
+    result = run_analysis(spec(K.LATENCY), pooled, ALPHA3)
+    assert result.verdict is Verdict.PASS, result.message
+    assert result.statistics["n_candidate"] == 400 and "periods both arms served" in result.message
+    # with no period both served there is nothing to compare: inconclusive, not a verdict on other times
+    alone = Comparison(ArmData("b", latency_s=step1.baseline.latency_s), step2.candidate, strata=[step2])
+    assert run_analysis(spec(K.LATENCY), alone, ALPHA3).verdict is Verdict.INCONCLUSIVE
+
+
 # ------------------------------------------------------------------------------------------------ performance
 
 
