@@ -119,9 +119,10 @@ def read_records(
     """Logged rows of ``deployment`` in a time window, as a DataFrame (one row per input row).
 
     Args:
+        columns: only these columns; a name ending in ``.*`` (``in.*``, ``out.*``) stands for every column with
+            that prefix (none is fine). None: every column.
         sample: at most this many rows, a uniform random sample of the window's (reservoir sampling in DuckDB,
-            repeatable), in time order; None: every row. Ignored with ``limit`` or ``columns`` (the time order
-            needs ``ts`` and ``row``, which a column subset may leave out).
+            repeatable), in time order; None: every row. Ignored with ``limit``.
 
     Raises:
         InvalidArgument: an unknown column was asked for.
@@ -159,24 +160,44 @@ def _read(
                 params.append(value)
         rel = con.read_parquet(files, union_by_name=True)
         available = set(rel.columns)
-        if columns:
-            unknown = [c for c in columns if c not in available]
+        wanted = _expand(columns, list(rel.columns)) if columns else None
+        if wanted == []:  # only prefixes, and no column has them
+            return pd.DataFrame()
+        if wanted is not None:
+            unknown = [c for c in wanted if c not in available]
             if unknown:
                 raise InvalidArgument(f"unknown log columns {unknown}; available: {sorted(available)}")
-            select = ", ".join(f'"{c}"' for c in columns)
+            select = _quoted(wanted)
         else:
             select = "* EXCLUDE (dt, hour)" if "dt" in available else "*"
         order = f"ORDER BY ts {'DESC' if newest_first else 'ASC'}, row"
-        sql = f"SELECT {select} FROM read_parquet(?, union_by_name=true) WHERE {' AND '.join(where)}"
-        if sample is not None and limit is None and not columns:
-            sql = f"SELECT * FROM ({sql}) AS w USING SAMPLE reservoir({int(sample)} ROWS) REPEATABLE (7) {order}"
+        frm = f"FROM read_parquet(?, union_by_name=true) WHERE {' AND '.join(where)}"
+        if sample is not None and limit is None:  # the time order needs ts and row, whatever the caller selects
+            inner = select if wanted is None else _quoted(list(dict.fromkeys([*wanted, "ts", "row"])))
+            outer = "*" if wanted is None else select
+            sql = (
+                f"SELECT {outer} FROM (SELECT {inner} {frm}) AS w "
+                f"USING SAMPLE reservoir({int(sample)} ROWS) REPEATABLE (7) {order}"
+            )
         else:
-            sql += f" {order}"
+            sql = f"SELECT {select} {frm} {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return con.execute(sql, [files, *params]).df()
     finally:
         con.close()
+
+
+def _expand(columns: list[str], available: list[str]) -> list[str]:
+    """``columns`` with each ``prefix.*`` replaced by the available columns of that prefix."""
+    out: list[str] = []
+    for c in columns:
+        out += [a for a in available if a.startswith(c[:-1])] if c.endswith(".*") else [c]
+    return list(dict.fromkeys(out))
+
+
+def _quoted(columns: list[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
 
 
 #: up to this many requests in a window, :func:`traffic_stats` computes exact percentiles (see there)

@@ -433,6 +433,27 @@ def test_a_sampled_read_is_a_bounded_repeatable_uniform_sample_in_time_order(log
     assert len(read_records(log.root, "d", sample=5000)) == 2000  # a sample larger than the window: all of it
 
 
+def test_a_sampled_read_of_some_columns_reads_only_those(log: Log) -> None:
+    """Drift and quality monitors sample only ``in.*`` and ``out.*`` (and ts, row): a prefix stands for its columns,
+    the sample is still bounded and in time order, and an unknown column is still refused."""
+    log.segments(2, 4, per_segment=250)
+    every = read_records(log.root, "d")
+    inputs = sorted(c for c in every.columns if c.startswith(("in.", "out.")))
+    assert len(inputs) >= 2 and "request_id" in every.columns
+    sampled = read_records(log.root, "d", sample=300, columns=["ts", "row", "in.*", "out.*"])
+    assert sorted(sampled.columns) == sorted(["ts", "row", *inputs]) and len(sampled) == 300
+    assert sampled["ts"].is_monotonic_increasing
+    out = next(c for c in inputs if c.startswith("out."))
+    assert set(sampled[out]) <= set(every[out])
+    # the time order is kept even when ts and row are not asked for
+    just_inputs = read_records(log.root, "d", sample=300, columns=["out.*"])
+    assert list(just_inputs.columns) == [c for c in inputs if c.startswith("out.")] and len(just_inputs) == 300
+    assert read_records(log.root, "d", columns=["in.*"]).shape == (2000, sum(c.startswith("in.") for c in inputs))
+    assert read_records(log.root, "d", columns=["nothing.*"]).empty
+    with pytest.raises(InvalidArgument, match="unknown log columns"):
+        read_records(log.root, "d", sample=300, columns=["in.*", "nope"])
+
+
 def test_traffic_stats_in_duckdb_match_the_traffic_outcome_of_the_rows(log: Log) -> None:
     """The traffic monitor aggregates in DuckDB (no rows leave it); same numbers as computing over the rows."""
     from mlpilot.monitors import kinds
