@@ -88,6 +88,7 @@ class ServingServer:
         self.dataplane = dataplane(
             blobs,
             unload_grace_s=s.server.unload_grace_s,
+            load_retry_s=s.server.load_retry_s,
             sink=self.reqlog,
             durable=self._durable if strict else None,
             metrics=Metrics(per_request=s.server.metrics),

@@ -60,6 +60,10 @@ class ServerSettings(BaseModel):
     snapshot_poll_s: float = 0.2
     #: how long an unloaded variant's runtime lives on for in-flight requests, in seconds.
     unload_grace_s: float = 5.0
+    #: a deployment whose new routing failed to load (a runtime that did not start in time, a store away) keeps its
+    #: previous routing and the data plane tries again after this many seconds, doubling each time up to 32x;
+    #: 0: only the next snapshot tries again.
+    load_retry_s: float = Field(5.0, ge=0)
     #: Python's GIL switch interval in the server process, in seconds (the default 5 ms adds to tail latency
     #: whenever a background thread runs).
     gil_switch_interval_s: float = 0.0005

@@ -148,6 +148,8 @@ class DataPlane:
         shadow_limit: most shadow predictions in flight before new ones are dropped.
         caller_rate: every caller's rate limit (None: none); ``max_callers`` callers' buckets are kept.
         max_in_flight: requests a variant serves at once before more are shed (a deployment's limits override it).
+        load_retry_s: a deployment that failed to load keeps its previous routing and is loaded again after this
+            many seconds, doubling up to 32x, while the snapshot stays the same (0: only a new snapshot retries).
         clock: monotonic seconds, for rate limits and circuit breakers.
     """
 
@@ -162,6 +164,7 @@ class DataPlane:
         shadow_executor: ThreadExecutor | None = None,
         shadow_limit: int = 64,
         unload_grace_s: float = 5.0,
+        load_retry_s: float = 5.0,
         cache_dir: Path | None = None,
         llm_prices: Mapping[str, Mapping[str, float]] | None = None,
         caller_rate: Rate | None = None,
@@ -182,6 +185,8 @@ class DataPlane:
         self._deployments: dict[str, LoadedDeployment] = {}
         self._snapshot = RoutingSnapshot(version=0)
         self._errors: dict[str, str] = {}
+        self._load_retry_s = load_retry_s
+        self._retries = 0  # failed loads of the current snapshot retried so far
         self._apply_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self.limiter = Limiter(caller_rate, max_callers, clock)
@@ -196,14 +201,23 @@ class DataPlane:
 
     async def apply(self, snapshot: RoutingSnapshot) -> bool:
         """Switch to ``snapshot`` once its new runtimes are loaded. Returns False if it was not newer."""
+        return await self._apply(snapshot, retry=False)
+
+    async def _apply(self, snapshot: RoutingSnapshot, retry: bool) -> bool:
         async with self._apply_lock:
-            if snapshot.version <= self._snapshot.version:
+            if retry:  # the same snapshot again, for the deployments that failed to load (and only while they fail)
+                if snapshot.version != self._snapshot.version or not self._errors:
+                    return False
+            elif snapshot.version <= self._snapshot.version:
                 return False
             old_variants = {lv.key: lv for d in self._deployments.values() for lv in d.variants.values()}
             new: dict[str, LoadedDeployment] = {}
             errors: dict[str, str] = {}
             created: list[LoadedVariant] = []
             for name, route in snapshot.deployments.items():
+                if retry and name not in self._errors:
+                    new[name] = self._deployments[name]
+                    continue
                 try:
                     new[name] = await self._load_deployment(route, old_variants, created)
                 except MlpilotError as exc:
@@ -211,16 +225,26 @@ class DataPlane:
                     log.error("deployment %s: %s; keeping its previous routing", name, exc.message)
                     if name in self._deployments:
                         new[name] = self._deployments[name]
+                else:
+                    if retry:
+                        log.warning("deployment %s loaded on retry %d", name, self._retries + 1)
             kept = {lv.key for d in new.values() for lv in d.variants.values()}
             retired = [lv for k, lv in old_variants.items() if k not in kept]
             retired += [lv for lv in created if lv.key not in kept]  # loaded for a deployment that then failed
             self._deployments = new
             self._snapshot = snapshot
             self._errors = errors
+            self._retries = self._retries + 1 if retry else 0
             self.metrics.snapshot_version.set(snapshot.version)
             if retired:
                 self._spawn(self._retire(retired))
+            if errors and self._load_retry_s > 0:
+                self._spawn(self._retry_later(snapshot, self._load_retry_s * 2 ** min(self._retries, 5)))
             return True
+
+    async def _retry_later(self, snapshot: RoutingSnapshot, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await self._apply(snapshot, retry=True)
 
     async def _load_deployment(
         self, route: DeploymentRoute, old: dict[tuple[Any, ...], LoadedVariant], created: list[LoadedVariant]

@@ -3,6 +3,7 @@ went bad at its source is an IntegrityError; a cached copy that went bad is fetc
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,32 @@ def test_predictions_survive_their_check(tmp_path: Path) -> None:
     digest, _ = blobs.put_bytes(ser.data)
     model = get_flavor("sklearn").load(blobs.open_verified(digest), ser.metadata)
     assert np.asarray(model.predict(iris_frame()[0].head(3))["predict"]).shape == (3,)
+
+
+def test_a_deployment_that_failed_to_load_is_loaded_again_once_it_can_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed load is not final: the data plane keeps the previous routing and tries again (server.load_retry_s,
+    doubling), so a runtime that was slow to start or a blob that was briefly away serves without a new deploy."""
+    monkeypatch.setenv("MLPILOT_SERVER__LOAD_RETRY_S", "0.2")
+    home = tmp_path / "home"
+    X, _ = iris_frame()
+    with Client(home=home) as c:
+        v = c.register_model("iris", sklearn_case().model, sample=X.head(3))
+        blob = home / "artifacts" / digest_key(v.digest)
+        away = blob.with_name("away")
+        blob.rename(away)
+        c.deploy("iris", v.ref)
+        with pytest.raises(MlpilotError, match="unknown model 'iris'"):
+            c.predict("iris", X.head(2))
+        [failed] = c.events(subject="deployment:iris", action="deployment.load_failed")
+        assert "is missing" in failed.after["error"]
+        away.rename(blob)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert len(c.predict("iris", X.head(2)).outputs["predict"]) == 2
+                break
+            except MlpilotError:
+                assert time.monotonic() < deadline, "the failed deployment was not loaded again"
+                time.sleep(0.1)
