@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from fastapi import FastAPI
 
 from mlpilot import __version__
@@ -51,7 +53,24 @@ def create_api(platform: Platform) -> FastAPI:
     )
     for module in modules:
         app.include_router(module.router)
+    _build_routes(app)
     return app
+
+
+_ROUTES_LOCK = threading.Lock()
+
+
+def _build_routes(app: FastAPI) -> None:
+    """Have FastAPI build every route's parameter models now, one app at a time.
+
+    FastAPI (0.16x) builds them at a route's first request and, as it goes, sets the aliases of the parameters'
+    ``Query``/``Path`` objects — module-level objects every app of the process shares. Two apps serving their first
+    requests at once in two threads (two embedded clients) raced there: pydantic saw a half-set alias, warned, and
+    the request failed with a 500. A request path that matches no route visits them all."""
+    scope = {"type": "http", "method": "GET", "path": "/\x00", "root_path": "", "headers": [], "query_string": b""}
+    with _ROUTES_LOCK:
+        for route in app.router.routes:
+            route.matches(dict(scope))
 
 
 __all__ = ["create_api"]
