@@ -45,6 +45,11 @@ class RayServer:
         self.url = self.server.url
         self.pid = self.server.proc.pid
 
+    def said(self, lines: int = 30) -> str:
+        """The server log's last lines, access lines left out (what a failed assertion shows)."""
+        text = self.server.log.read_text(errors="replace").splitlines()
+        return "\n".join([t for t in text if '" 200' not in t and "HTTP/1.1" not in t][-lines:])
+
     def stop(self) -> list[int]:
         """Stop the server (SIGTERM: a graceful shutdown deletes its applications and its Ray); returns the Ray
         processes that outlived it (then killed)."""
@@ -184,8 +189,12 @@ def test_a_canary_rollout_promotes_on_ray(ray_server: Callable[[dict[str, str]],
             def promoted() -> Any:
                 now = c.rollout(rollout_id=r.id)
                 settled = now.phase in (RolloutPhase.PAUSED, RolloutPhase.ROLLED_BACK, RolloutPhase.ABORTED)
-                assert not settled, f"{now.phase.value}: {now.message}; variants answered {sorted(load.variants)}"
-                return now if now.phase is RolloutPhase.PROMOTED else None
+                assert not settled, (
+                    f"{now.phase.value}: {now.message}; variants answered {sorted(load.variants)}; "
+                    f"the server said:\n{server.said()}"
+                )
+                # promoted and settled: the final split applied (the phase turns PROMOTED a tick before that)
+                return now if now.phase is RolloutPhase.PROMOTED and not now.active else None
 
             done = _wait("the rollout to promote", promoted, 240)
             seen_during = set(load.variants)
@@ -212,6 +221,7 @@ def test_an_automatic_remediation_runs_on_ray(
     """The incident loop's bad-candidate scenario (tests/e2e/test_incident_loop.py), unchanged, on the Ray executor."""
     server = ray_server({**INCIDENT_ENV, **{k: v for k, v in RAY_ENV.items() if "EXECUTOR" in k}})
     _bad_candidate(server.server, tmp_path)
-    assert replica_pids(server.pid, "mlpilot.iris.stable.")  # it ran on Ray replicas
+    # it ran on Ray replicas (Serve may be replacing one that missed a health check on a loaded machine: up to 60 s)
+    _wait("a running replica of stable", lambda: replica_pids(server.pid, "mlpilot.iris.stable.") or None, 60)
     assert not replica_pids(server.pid, "mlpilot.iris.candidate.")  # the aborted candidate is gone
     assert server.stop() == []
