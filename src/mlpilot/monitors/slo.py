@@ -43,6 +43,8 @@ class BurnRateRule:
 
 def _fmt(d: timedelta) -> str:
     s = int(d.total_seconds())
+    if s % 60:  # a window under a minute, or not whole minutes (30s, 90s): "0m" said nothing
+        return f"{s}s"
     return f"{s // 86400}d" if s % 86400 == 0 else f"{s // 3600}h" if s % 3600 == 0 else f"{s // 60}m"
 
 

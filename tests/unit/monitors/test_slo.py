@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from mlpilot.errors import InvalidArgument
-from mlpilot.monitors.slo import SLO, EventCounts, evaluate, replay
+from mlpilot.monitors.slo import SLO, BurnRateRule, EventCounts, evaluate, replay
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 MIN = timedelta(minutes=1)
@@ -90,3 +90,15 @@ def test_bad_counts() -> None:
     counts.add(T0, good=1, total=1)
     with pytest.raises(InvalidArgument, match="time order"):
         counts.add(T0, good=1, total=1)
+
+
+def test_a_rule_is_named_by_its_windows_to_the_second() -> None:
+    """A 30 s short window read "0m" in alert summaries (``page:2m/0m@3``)."""
+
+    def name(long: timedelta, short: timedelta) -> str:
+        return BurnRateRule(long=long, short=short, burn_rate=3, severity="page").name
+
+    assert name(timedelta(minutes=2), timedelta(seconds=30)) == "page:2m/30s@3"
+    assert name(timedelta(seconds=90), timedelta(seconds=10)) == "page:90s/10s@3"
+    assert name(timedelta(hours=1), timedelta(minutes=5)) == "page:1h/5m@3"
+    assert name(timedelta(days=3), timedelta(hours=6)) == "page:3d/6h@3"
