@@ -179,8 +179,9 @@ def test_a_canary_rollout_promotes_on_ray(ray_server: Callable[[dict[str, str]],
                 "iris",
                 candidate=v2.ref,
                 steps=[
-                    # the candidate's Ray application may take long to start on a loaded machine: room for that
-                    {"weight": 50, "min_duration": "2s", "min_samples": 10, "max_duration": "150s"},
+                    # the candidate's Ray application may take long to start on a loaded machine (a load that times
+                    # out is retried: server.load_retry_s): room for that
+                    {"weight": 50, "min_duration": "2s", "min_samples": 10, "max_duration": "300s"},
                     {"weight": 100, "min_duration": "1s", "min_samples": 5, "max_duration": "60s"},
                 ],
                 analyses=[{"kind": "error_rate", "min_samples": 10}],
@@ -196,7 +197,7 @@ def test_a_canary_rollout_promotes_on_ray(ray_server: Callable[[dict[str, str]],
                 # promoted and settled: the final split applied (the phase turns PROMOTED a tick before that)
                 return now if now.phase is RolloutPhase.PROMOTED and not now.active else None
 
-            done = _wait("the rollout to promote", promoted, 240)
+            done = _wait("the rollout to promote", promoted, 420)
             seen_during = set(load.variants)
             load.variants.clear()
             _wait("requests after the promotion", lambda: len(load.variants) > 0 and load.ok > 0, 30)
