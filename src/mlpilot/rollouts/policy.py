@@ -11,7 +11,7 @@ Gate rule of a phase (shadow, a canary step, the blue-green bake, an A/B experim
 * the minimum duration and minimum candidate samples are met and every *required* analysis PASSES → advance
   (the next step, or promotion after the last);
 * the phase's maximum duration is over with analyses still inconclusive → ``on_inconclusive`` (``advance`` pauses
-  instead when the candidate has not answered the step's minimum samples: no evidence is not inconclusive evidence);
+  instead when the candidate answered nothing in the step: no evidence is not inconclusive evidence);
 * otherwise hold.
 
 The statistical analyses share the family-wise ``alpha`` (Bonferroni); each is time-uniform (a confidence
@@ -203,14 +203,15 @@ def _gate(ctx: Context, gates: Sequence[Gate]) -> Decision:
         reason = f"still inconclusive after {elapsed.total_seconds():.0f} s: {waiting}"
         if r.phase is RolloutPhase.EXPERIMENT:
             return Decision("abort", RolloutPhase.ABORTED, r.step, f"no winner: {reason}; the baseline stays")
-        if r.spec.on_inconclusive is OnInconclusive.ADVANCE and ctx.step_samples < min_n:
-            # no evidence is not inconclusive evidence: a candidate that answered (almost) nothing — not ready yet,
-            # or no traffic — is never advanced towards more traffic by the clock alone
-            short = f"the candidate answered {ctx.step_samples} of the {min_n} requests the step needs"
-            return Decision("pause", RolloutPhase.PAUSED, r.step, f"{reason}; {short} (on_inconclusive=advance)")
+        short = f"; the candidate answered {ctx.step_samples} of the {min_n} requests the step needs"
+        short = short if ctx.step_samples < min_n else ""
+        if r.spec.on_inconclusive is OnInconclusive.ADVANCE and ctx.step_samples == 0 < min_n:
+            # no evidence is not inconclusive evidence: a candidate that answered nothing — not ready yet, or no
+            # traffic — is never advanced towards more traffic by the clock alone
+            return Decision("pause", RolloutPhase.PAUSED, r.step, f"{reason}{short} (on_inconclusive=advance)")
         if r.spec.on_inconclusive is OnInconclusive.ADVANCE:
             d = _after_pass(r)
-            return Decision(d.action, d.phase, d.step, f"{reason} (on_inconclusive=advance)")
+            return Decision(d.action, d.phase, d.step, f"{reason}{short} (on_inconclusive=advance)")
         if r.spec.on_inconclusive is OnInconclusive.PAUSE:
             return Decision("pause", RolloutPhase.PAUSED, r.step, reason)
         return Decision("rollback", RolloutPhase.ROLLED_BACK, r.step, reason)

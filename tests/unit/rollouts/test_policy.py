@@ -56,8 +56,10 @@ def gate(verdict: Verdict, required: bool = True, kind: AnalysisKind = AnalysisK
         # a required gate still inconclusive: hold until the maximum (10 x minimum), then on_inconclusive=advance
         (RolloutPhase.CANARY, 0, 6, 100, [gate(PASS), gate(INC)], ("hold", RolloutPhase.CANARY, 0)),
         (RolloutPhase.CANARY, 0, 50, 100, [gate(INC)], ("advance", RolloutPhase.CANARY, 1)),
-        # ... but a candidate short of the step's samples at the maximum (not ready, no traffic) is not advanced
-        (RolloutPhase.CANARY, 0, 50, 99, [gate(INC)], ("pause", RolloutPhase.PAUSED, 0)),
+        # ... also short of the step's samples (a slow candidate answered some) ...
+        (RolloutPhase.CANARY, 0, 50, 1, [gate(INC)], ("advance", RolloutPhase.CANARY, 1)),
+        # ... but a candidate that answered nothing by the maximum (not ready, no traffic) is not advanced
+        (RolloutPhase.CANARY, 0, 50, 0, [gate(INC)], ("pause", RolloutPhase.PAUSED, 0)),
         (RolloutPhase.CANARY, 2, 50, 0, [], ("pause", RolloutPhase.PAUSED, 2)),
         # an optional gate does not block
         (RolloutPhase.CANARY, 0, 6, 100, [gate(PASS), gate(INC, required=False)], ("advance", RolloutPhase.CANARY, 1)),
