@@ -196,6 +196,9 @@ def _roll_out(client: Client, say: Any, d: dict[str, Any], reference: str) -> No
         "\n[bold]9. Roll out[/bold]: candidates go through a canary (50% → 100%) gated on errors, latency and "
         "accuracy from the labels (a confidence sequence: valid however often it is checked)."
     )
+    for left in client.rollouts(DEPLOYMENT, active=True):  # an earlier tour's, paused or interrupted
+        client.abort_rollout(left.id)
+        say(f"   rollout {left.id} of an earlier tour was still {left.phase.value}: aborted")
     client.deploy(DEPLOYMENT, f"{MODEL}@champion", variant="champion", replace=True)
     rng = np.random.default_rng(3)
     for label, model in (("a retrained model", retrained), ("a model with a bug on large tumours", buggy)):

@@ -12,6 +12,7 @@ from tests.helpers import run_cli
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(660)  # the tour twice, up to 300 s each on a busy machine
 def test_demo_tour_runs_and_each_chapter_reports(tmp_path: Path) -> None:
     out = run_cli("demo", "--exit", home=tmp_path / "home", timeout=300).stdout
     text = re.sub(r"\s+", " ", out)

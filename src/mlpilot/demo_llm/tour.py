@@ -154,18 +154,22 @@ def run_llm_chapter(client: Client, say: Any) -> None:
     p2 = _once(client, PROMPT, data / "prompt-v2.json", client.register_prompt)
     app2 = _app(client, p2, f"{INDEX}@prod")
     say(f"   prompt v2 ({p2}: one short sentence, facts only) → {app2}; eval: {_evaluate(client, app2, evals)}")
+    for left in client.rollouts(DEPLOYMENT, active=True):  # an earlier tour's, paused or interrupted
+        client.abort_rollout(left.id)
+        say(f"   rollout {left.id} of an earlier tour was still {left.phase.value}: aborted")
     r = client.start_rollout(
         DEPLOYMENT,
         candidate=app2,
         variant="v2",
-        steps=[{"weight": w, "min_duration": "1s", "min_samples": 3} for w in (50, 100)],
+        # the offline LLM answers in seconds on a busy machine: a minute for each step's 3 answers
+        steps=[{"weight": w, "min_duration": "1s", "min_samples": 3, "max_duration": "60s"} for w in (50, 100)],
         analyses=[{"kind": "eval", "params": {"dataset": evals, "metric": "token_f1", "max_drop": 0.05}}],
     )
     say(f"   canary of {app2} behind an eval gate (token F1 may not drop more than 0.05): rollout {r.id}")
     questions = list(pd.read_json(data / "eval.jsonl", lines=True)["input"])
     i = 0
     deadline = time.monotonic() + 240
-    while r.active and time.monotonic() < deadline:
+    while r.active and r.phase.value != "paused" and time.monotonic() < deadline:
         for _ in range(4):
             _ask(client, questions[i % len(questions)], wait_s=120)
             i += 1
