@@ -185,7 +185,9 @@ def test_killing_the_leader_hands_over_within_10_s_and_nothing_is_done_twice(
             results = c.monitor_results("iris", "fast-traffic")
             assert len(results) >= 5
             gaps = [(b.ts - a.ts).total_seconds() for a, b in itertools.pairwise(results)]
-            assert min(gaps) > 0.5, gaps  # every 1 s: a run of the same slot twice would be ~0 s apart
+            # every 1 s, claimed per slot: two processes running one slot tick within one tick period (0.3 s) of
+            # each other; a run made late by a busy machine only shortens the gap to the next one (0.48 s in CI)
+            assert min(gaps) > 0.3, gaps
 
             lease_events = [(e.action, e.actor) for e in c.events(subject="lease:scheduler")]
             assert lease_events[-1] == ("leader.acquired", new_id)
