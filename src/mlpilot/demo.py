@@ -196,9 +196,7 @@ def _roll_out(client: Client, say: Any, d: dict[str, Any], reference: str) -> No
         "\n[bold]9. Roll out[/bold]: candidates go through a canary (50% → 100%) gated on errors, latency and "
         "accuracy from the labels (a confidence sequence: valid however often it is checked)."
     )
-    for left in client.rollouts(DEPLOYMENT, active=True):  # an earlier tour's, paused or interrupted
-        client.abort_rollout(left.id)
-        say(f"   rollout {left.id} of an earlier tour was still {left.phase.value}: aborted")
+    abort_earlier_rollouts(client, DEPLOYMENT, say)
     client.deploy(DEPLOYMENT, f"{MODEL}@champion", variant="champion", replace=True)
     rng = np.random.default_rng(3)
     for label, model in (("a retrained model", retrained), ("a model with a bug on large tumours", buggy)):
@@ -242,6 +240,13 @@ def _roll_out(client: Client, say: Any, d: dict[str, Any], reference: str) -> No
         f"   {DEPLOYMENT} now serves {dep.spec.traffic} ({MODEL}@champion moved with the promotion). "
         f"Try: mlpilot rollout status {DEPLOYMENT} --decisions · mlpilot rollout list · mlpilot ship MODEL_FILE -d NAME"
     )
+
+
+def abort_earlier_rollouts(client: Client, deployment: str, say: Any) -> None:
+    """A rollout an earlier tour left active (paused, or the tour interrupted) would refuse the tour's own."""
+    for left in client.rollouts(deployment, active=True):
+        client.abort_rollout(left.id)
+        say(f"   rollout {left.id} of an earlier tour was still {left.phase.value}: aborted")
 
 
 def _labelled_traffic(

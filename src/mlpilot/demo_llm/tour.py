@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from mlpilot.client import Client
+from mlpilot.demo import abort_earlier_rollouts
 from mlpilot.errors import NotFound
 
 DEPLOYMENT = "support"
@@ -154,9 +155,7 @@ def run_llm_chapter(client: Client, say: Any) -> None:
     p2 = _once(client, PROMPT, data / "prompt-v2.json", client.register_prompt)
     app2 = _app(client, p2, f"{INDEX}@prod")
     say(f"   prompt v2 ({p2}: one short sentence, facts only) → {app2}; eval: {_evaluate(client, app2, evals)}")
-    for left in client.rollouts(DEPLOYMENT, active=True):  # an earlier tour's, paused or interrupted
-        client.abort_rollout(left.id)
-        say(f"   rollout {left.id} of an earlier tour was still {left.phase.value}: aborted")
+    abort_earlier_rollouts(client, DEPLOYMENT, say)
     r = client.start_rollout(
         DEPLOYMENT,
         candidate=app2,

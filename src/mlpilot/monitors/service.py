@@ -8,6 +8,7 @@ skipped, not replayed: a monitor that was due three times while the server was d
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -256,36 +257,25 @@ class MonitorService:
 
     def _window(self, mon: Monitor, variant: str, start: datetime, end: datetime) -> pd.DataFrame:
         spec = mon.spec
-        if spec.window_rows is not None:
-            logged = read_records(
-                self.log_root,
-                mon.deployment,
-                since=start,
-                until=end,
-                variant=variant,
-                shadow=False,
-                newest_first=True,
-                limit=spec.window_rows if not spec.segment else None,
-            )
-            logged = kinds.apply_segment(logged, spec.segment).head(spec.window_rows)
-            return logged.iloc[::-1].reset_index(drop=True)
-        # drift and data quality read only the inputs and outputs of their sample: every logged column of 200,000 rows
+        # drift and data quality read only the inputs and outputs of their rows: every logged column of 200,000 rows
         # (ids, messages, ... as Python strings) held ~360 MB for a moment inside the server (the soak, run 11)
         # (a segment may name any logged column: then every column is read, and apply_segment says which is missing)
-        columns = None
-        if spec.kind in (MonitorKind.DRIFT, MonitorKind.QUALITY) and not spec.segment:
-            columns = ["ts", "row", "in.*", "out.*"]
-        logged = read_records(
+        narrow = spec.kind in (MonitorKind.DRIFT, MonitorKind.QUALITY) and not spec.segment
+        read = functools.partial(
+            read_records,
             self.log_root,
             mon.deployment,
             since=start,
             until=end,
             variant=variant,
             shadow=False,
-            sample=self.max_rows,
-            columns=columns,
+            columns=["ts", "row", "in.*", "out.*"] if narrow else None,
         )
-        return kinds.apply_segment(logged, spec.segment)
+        if spec.window_rows is not None:
+            logged = read(newest_first=True, limit=spec.window_rows if not spec.segment else None)
+            logged = kinds.apply_segment(logged, spec.segment).head(spec.window_rows)
+            return logged.iloc[::-1].reset_index(drop=True)
+        return kinds.apply_segment(read(sample=self.max_rows), spec.segment)
 
     def _compute(self, mon: Monitor, start: datetime, end: datetime) -> tuple[int, kinds.Outcome]:
         spec = mon.spec

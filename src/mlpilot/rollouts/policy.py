@@ -203,9 +203,9 @@ def _gate(ctx: Context, gates: Sequence[Gate]) -> Decision:
         reason = f"still inconclusive after {elapsed.total_seconds():.0f} s: {waiting}"
         if r.phase is RolloutPhase.EXPERIMENT:
             return Decision("abort", RolloutPhase.ABORTED, r.step, f"no winner: {reason}; the baseline stays")
-        short = f"; the candidate answered {ctx.step_samples} of the {min_n} requests the step needs"
-        short = short if ctx.step_samples < min_n else ""
-        if r.spec.on_inconclusive is OnInconclusive.ADVANCE and ctx.step_samples == 0 < min_n:
+        n = ctx.step_samples
+        short = f"; the candidate answered {n} of the {min_n} requests the step needs" if n < min_n else ""
+        if r.spec.on_inconclusive is OnInconclusive.ADVANCE and n == 0 < min_n:
             # no evidence is not inconclusive evidence: a candidate that answered nothing — not ready yet, or no
             # traffic — is never advanced towards more traffic by the clock alone
             return Decision("pause", RolloutPhase.PAUSED, r.step, f"{reason}{short} (on_inconclusive=advance)")

@@ -220,14 +220,13 @@ class DataPlane:
                     continue
                 try:
                     new[name] = await self._load_deployment(route, old_variants, created)
+                    if retry:
+                        log.warning("deployment %s loaded on retry %d", name, self._retries + 1)
                 except MlpilotError as exc:
                     errors[name] = exc.message
                     log.error("deployment %s: %s; keeping its previous routing", name, exc.message)
                     if name in self._deployments:
                         new[name] = self._deployments[name]
-                else:
-                    if retry:
-                        log.warning("deployment %s loaded on retry %d", name, self._retries + 1)
             kept = {lv.key for d in new.values() for lv in d.variants.values()}
             retired = [lv for k, lv in old_variants.items() if k not in kept]
             retired += [lv for lv in created if lv.key not in kept]  # loaded for a deployment that then failed
